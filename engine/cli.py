@@ -1,0 +1,265 @@
+"""``python -m engine``: a thin argparse shell over the library. Errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from engine.errors import BadInput, EngineError, one_line
+
+EXIT_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+def _engine(args, need_model: bool = True):
+    from engine.config import require_model_dir
+    from engine.service import Engine
+
+    model = require_model_dir(args.model) if need_model else (Path(args.model) if args.model else None)
+    return Engine(default_model=model, caption_bank=getattr(args, "captions", None))
+
+
+def _emit(args, data, text: str) -> None:
+    print(json.dumps(data, default=str) if args.json else text)
+
+
+def _bands(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise BadInput(f"--bands must be comma-separated band numbers like 1,2,3, got {value!r}") from None
+
+
+def cmd_index(args) -> int:
+    from engine.indexer import IndexParams
+
+    eng = _engine(args)
+    params = IndexParams(tile=args.tile, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd,
+                         max_invalid=args.max_invalid, batch_size=args.batch_size)
+    bar = None
+    t0 = time.perf_counter()
+    show = not args.json and not args.quiet
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:  # created only once the raster opened fine (errors stay one line)
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="tile", desc="index", dynamic_ncols=True, file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        res = eng.index(args.raster, params, progress=progress)
+    except BaseException:
+        if bar is not None:
+            bar.leave = False
+            bar.close()
+        raise
+    if bar is not None:
+        bar.close()
+    data = {"store_id": res.store_id, "path": str(res.path), "n_tiles": res.n_tiles, "n_skipped": res.n_skipped,
+            "n_windows": res.n_windows, "seconds": round(time.perf_counter() - t0, 3),
+            "tiles_per_s": round(res.tiles_per_s, 2), "provider": res.provider, "reused": res.reused,
+            "resumed_chunks": res.resumed_chunks}
+    if res.n_tiles == 0 and res.n_windows:
+        print(f"warning: every tile has more than {params.max_invalid:.0%} invalid pixels; "
+              "try --max-invalid 0.9 or check the nodata value", file=sys.stderr)
+    word = "reused existing store" if res.reused else f"{res.tiles_per_s:.1f} tiles/s on {res.provider}"
+    _emit(args, data, f"store {res.store_id}: {res.n_tiles} tiles indexed, {res.n_skipped} skipped "
+                      f"(more than {params.max_invalid:.0%} invalid pixels); {word}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    if args.k < 1 or args.k > 1000:
+        raise BadInput(f"-k must be between 1 and 1000, got {args.k}")
+    if not args.query.strip():
+        raise BadInput("query is empty")
+    aoi = None
+    if args.aoi:
+        aoi = _read_aoi(args.aoi)
+    eng = _engine(args, need_model=bool(args.raster))
+    res = eng.search(args.query, rasters=args.raster or [], store_ids=args.store or [], k=args.k,
+                     threshold=args.threshold, aoi=aoi)
+    if args.out:
+        from engine.search import write_results
+
+        write_results(res, args.out)
+    lines = [f"{r['rank']:>4}  {r['score']:.4f}  tile {r['tile_id']:<6} {Path(r['raster']).name} "
+             f"window={r['window']}" for r in res["results"]]
+    _emit(args, res, "\n".join(lines + [f"{len(lines)} results in {res['took_ms']:.1f} ms"]))
+    return 0
+
+
+def _read_aoi(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read AOI file {path}: {exc}") from None
+    if data.get("type") == "FeatureCollection":
+        import shapely.geometry
+
+        geoms = [shapely.geometry.shape(f["geometry"]) for f in data.get("features", [])]
+        if not geoms:
+            raise BadInput(f"AOI file {path} has no features")
+        return shapely.geometry.mapping(shapely.union_all(geoms))
+    return data.get("geometry", data) if data.get("type") == "Feature" else data
+
+
+def cmd_describe(args) -> int:
+    if args.tile_id is None and (args.x is None or args.y is None):
+        raise BadInput("describe needs --x and --y (or --tile-id with --store)")
+    eng = _engine(args, need_model=not args.store)
+    res = eng.describe(raster=args.raster, store_id=args.store, x=args.x, y=args.y, crs=args.crs,
+                       tile_id=args.tile_id, top=args.top)
+    lines = [f"tile {res['tile_id']} of store {res['store_id']}"]
+    lines += [f"  class {c['name']:<20} {c['probability']:.3f}" for c in res["classes"]]
+    lines += [f"  {d['score']:.3f}  {d['text']}" for d in res["descriptions"]]
+    lines += [f"  caption {c['score']:.3f}  {c['text']}" for c in res["captions"]]
+    _emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_info(args) -> int:
+    eng = _engine(args, need_model=False)
+    res = eng.info()
+    lines = [f"rsitr engine {res['version']}", f"provider: {res['provider'] or 'n/a (no model)'}",
+             f"available providers: {', '.join(res['available_providers'])}", f"stores dir: {res['stores_dir']}"]
+    lines += [f"model: {m['name']} {m['version']} dim={m['embed_dim']} {m['path']}"
+              + (" (default)" if m["default"] else "") for m in res["models"]]
+    lines.append(f"stores: {len(res['stores'])}")
+    _emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_stores(args) -> int:
+    from engine.store import clear_stores, list_stores
+
+    if args.action == "list":
+        stores = list_stores()
+        lines = [f"{s['store_id']}  {s['state']:<9} {s['n_tiles']:>7} tiles {s['bytes'] / 1e6:8.2f} MB  "
+                 f"{s['model']}  {s['raster']}" for s in stores] or ["no stores"]
+        _emit(args, {"stores": stores}, "\n".join(lines))
+    else:
+        if not args.ids and not args.all and not args.stale:
+            raise BadInput("stores clear needs store ids, --stale or --all")
+        if args.stale:
+            removed = clear_stores(states=("stale", "corrupted"))
+        else:
+            removed = clear_stores(None if args.all else args.ids)
+        _emit(args, {"removed": removed}, f"removed {len(removed)} store(s)")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from engine.server import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description="RSITR engine: index rasters, search by text.")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, model=True):
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+        if model:
+            sp.add_argument("--model", help="model bundle directory (default: resources/models/<default>)")
+
+    sp = sub.add_parser("index", help="index a raster into a tile store")
+    common(sp)
+    sp.add_argument("raster")
+    sp.add_argument("--tile", type=int, default=256)
+    sp.add_argument("--stride", type=int, default=None)
+    sp.add_argument("--bands", help="1-based band numbers, e.g. 1,2,3 or 4")
+    sp.add_argument("--gsd", type=float, default=None, help="resample to this ground resolution in metres")
+    sp.add_argument("--max-invalid", type=float, default=0.5, help="skip tiles with more invalid pixels (0..1)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_index)
+
+    sp = sub.add_parser("search", help="text search over indexed rasters or stores")
+    common(sp)
+    sp.add_argument("query")
+    sp.add_argument("--raster", action="append", help="indexed raster (repeatable)")
+    sp.add_argument("--store", action="append", help="store id (repeatable)")
+    sp.add_argument("-k", type=int, default=20)
+    sp.add_argument("--threshold", type=float, default=None)
+    sp.add_argument("--aoi", help="GeoJSON file with an EPSG:4326 polygon")
+    sp.add_argument("--out", help="write results to .geojson or .gpkg")
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("describe", help="describe the tile at a point")
+    common(sp)
+    sp.add_argument("raster", nargs="?")
+    sp.add_argument("--store")
+    sp.add_argument("--x", type=float)
+    sp.add_argument("--y", type=float)
+    sp.add_argument("--tile-id", type=int)
+    sp.add_argument("--crs", help="CRS of x/y, e.g. EPSG:4326 (default: the raster CRS)")
+    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--captions", help="caption bank .npz")
+    sp.set_defaults(func=cmd_describe)
+
+    sp = sub.add_parser("serve", help="run the local HTTP service")
+    common(sp)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--token-file", help="bearer token file (default: <config dir>/token, created 0600)")
+    sp.add_argument("--allowed-root", action="append", help="allowed raster root (repeatable)")
+    sp.add_argument("--captions", help="caption bank .npz")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("info", help="version, providers, models and stores")
+    common(sp)
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("stores", help="list or clear tile stores")
+    common(sp, model=False)
+    sp.add_argument("action", choices=["list", "clear"])
+    sp.add_argument("ids", nargs="*")
+    sp.add_argument("--all", action="store_true", help="clear every store")
+    sp.add_argument("--stale", action="store_true", help="clear stale and corrupted stores only")
+    sp.set_defaults(func=cmd_stores)
+    return p
+
+
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error, 1 internal error, 130 interrupted)."""
+    warnings.showwarning = _one_line_warning
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except EngineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
+        print(f"error: internal: {one_line(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+

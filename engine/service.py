@@ -1,0 +1,271 @@
+"""The engine facade shared by the CLI and the HTTP API: models, index, store lookup, search, describe."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from engine.bundle import Bundle, load_bundle
+from engine.config import model_dirs, stores_dir
+from engine.describe import CaptionBank, Vocabulary, describe_embedding
+from engine.encoder import Encoder
+from engine.errors import BadInput, Conflict, EngineError, NotFound
+from engine.grid import Grid, GridParams, Window
+from engine.indexer import IndexParams, IndexResult, index_raster
+from engine.preprocess import prepare
+from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
+from engine.search import run_search
+from engine.store import Store, current_fingerprint, list_stores, open_store, read_manifest
+
+
+class Engine:
+    """Loaded bundles (lazily), store cache and the operations; safe to share between threads."""
+
+    def __init__(self, models: list[Path] | None = None, default_model: Path | None = None,
+                 root: Path | None = None, caption_bank: Path | None = None, threads: int | None = None) -> None:
+        self.root = Path(root) if root else stores_dir()
+        explicit = [Path(m) for m in (models or [])]
+        if default_model is not None:
+            explicit.insert(0, Path(default_model))
+        self.bundles: dict[str, Bundle] = {}
+        self.default: str | None = None
+        for p in explicit:  # explicit bundles must be valid
+            b = load_bundle(p)
+            self.bundles.setdefault(b.meta.name, b)
+            self.default = self.default or b.meta.name
+        for p in model_dirs():  # shipped bundles: a broken one is reported, not fatal
+            if p in explicit:
+                continue
+            try:
+                b = load_bundle(p)
+            except EngineError as exc:
+                warnings.warn(f"ignoring model bundle {p}: {exc}", stacklevel=2)
+                continue
+            self.bundles.setdefault(b.meta.name, b)
+            self.default = self.default or b.meta.name
+        self._encoders: dict[str, Encoder] = {}
+        self._stores: dict[tuple, Store] = {}
+        self._lock = threading.Lock()
+        self._threads = threads
+        self._caption_path = caption_bank
+        self._bank: CaptionBank | None = None
+        self._vocab: Vocabulary | None = None
+
+    # ------------------------------------------------------------ models
+    def encoder(self, name: str | None = None) -> Encoder:
+        name = name or self.default
+        if name is None:
+            raise BadInput("no model bundle available; pass --model DIR")
+        if name not in self.bundles:
+            raise NotFound(f"unknown model: {name} (available: {', '.join(sorted(self.bundles)) or 'none'})")
+        with self._lock:
+            if name not in self._encoders:
+                self._encoders[name] = Encoder(self.bundles[name], threads=self._threads)
+            return self._encoders[name]
+
+    def encoder_for_store(self, store: Store) -> Encoder:
+        """The encoder a store was indexed with (loading its bundle from the manifest path if needed)."""
+        m = store.manifest["model"]
+        if m["name"] not in self.bundles and m.get("path") and Path(m["path"]).is_dir():
+            b = load_bundle(m["path"])
+            if b.meta.name == m["name"]:
+                with self._lock:
+                    self.bundles.setdefault(b.meta.name, b)
+                    self.default = self.default or b.meta.name
+        return self.encoder(m["name"])
+
+    def models(self) -> list[dict]:
+        return [{"name": b.meta.name, "version": b.meta.version, "path": str(b.path),
+                 "embed_dim": b.meta.embed_dim, "default": n == self.default} for n, b in self.bundles.items()]
+
+    # ------------------------------------------------------------ index
+    def index(self, raster: str | Path, params: IndexParams | None = None, model: str | None = None,
+              progress=None, cancel: threading.Event | None = None) -> IndexResult:
+        return index_raster(raster, self.encoder(model), params, self.root, progress, cancel)
+
+    # ------------------------------------------------------------ stores
+    def store(self, store_id: str) -> Store:
+        """Open (cached) a complete, non-stale store."""
+        path = self.root / store_id
+        try:
+            st_ = (path / "embeddings.npy").stat()
+            key = (store_id, st_.st_mtime_ns, st_.st_size)
+        except OSError:
+            key = None
+        with self._lock:
+            cached = self._stores.get(key) if key else None
+        if cached is not None:
+            if cached.is_stale():
+                raise Conflict(f"store {store_id} is stale: {cached.raster_path} changed or vanished since it "
+                               "was indexed; re-run index")
+            return cached
+        store = open_store(store_id, self.root)
+        if key:
+            with self._lock:
+                if len(self._stores) > 64:
+                    self._stores.clear()
+                self._stores[key] = store
+        return store
+
+    def store_for_raster(self, raster: str | Path, model: str | None = None) -> Store:
+        """The newest complete, current store of a raster for a model; clear errors when none/stale."""
+        path = str(Path(raster).expanduser().resolve())
+        name = model or self.default
+        fp = current_fingerprint(path)
+        if fp is None:
+            raise NotFound(f"raster not found: {path}")
+        stale, partial, found = [], [], []
+        for s in list_stores(self.root, sizes=False):
+            if s["raster"] != path or not s["model"].startswith(f"{name}@"):
+                continue
+            {"stale": stale, "partial": partial, "complete": found}.get(s["state"], []).append(s)
+        if found:
+            newest = max(found, key=lambda s: (self.root / s["store_id"] / "manifest.json").stat().st_mtime)
+            return self.store(newest["store_id"])
+        if stale:
+            raise Conflict(f"the index of {path} is stale (the raster changed since it was indexed); re-run index")
+        if partial:
+            raise Conflict(f"the index of {path} is incomplete (interrupted run); re-run index to resume")
+        raise NotFound(f"raster not indexed with model {name}: {path}; run index first")
+
+    # ------------------------------------------------------------ search
+    def search(self, query: str, rasters=(), store_ids=(), k: int = 20, threshold=None, aoi=None,
+               model: str | None = None, prefilter=None) -> dict:
+        if not rasters and not store_ids:
+            raise BadInput("give at least one raster or store to search")
+        stores = [self.store_for_raster(r, model) for r in rasters] + [self.store(s) for s in store_ids]
+        names = {s.manifest["model"]["name"] for s in stores}
+        if len(names) > 1:
+            raise BadInput(f"stores were indexed with different models: {', '.join(sorted(names))}")
+        enc = self.encoder(model) if model else self.encoder_for_store(stores[0])
+        return run_search(stores, enc, query, k, threshold, aoi, prefilter)
+
+    # ------------------------------------------------------------ describe
+    @property
+    def vocabulary(self) -> Vocabulary:
+        if self._vocab is None:
+            self._vocab = Vocabulary.load()
+        return self._vocab
+
+    def caption_bank(self, enc: Encoder) -> CaptionBank | None:
+        if self._caption_path is None:
+            return None
+        if self._bank is None:
+            self._bank = CaptionBank.load(self._caption_path, enc.meta.embed_dim, enc.meta.name)
+        return self._bank
+
+    def describe(self, raster=None, store_id=None, x=None, y=None, crs=None, tile_id=None, top: int = 5,
+                 model: str | None = None) -> dict:
+        """Describe the tile at (x, y) (in ``crs``, default the raster CRS) or the tile ``tile_id``."""
+        if not 1 <= top <= 50:
+            raise BadInput(f"top must be 1..50, got {top}")
+        store = None
+        if store_id:
+            store = self.store(store_id)
+        elif raster:
+            try:
+                store = self.store_for_raster(raster, model)
+            except NotFound:
+                if not Path(raster).expanduser().is_file():
+                    raise
+                store = None
+            except Conflict:
+                store = None
+        else:
+            raise BadInput("describe needs a raster or a store")
+        if store is not None:
+            enc = self.encoder_for_store(store)
+            if tile_id is None:
+                if x is None or y is None:
+                    raise BadInput("describe needs x and y, or a tile_id")
+                tile_id = self._tile_at(store, x, y, crs)
+            if not 0 <= int(tile_id) < store.embeddings.shape[0]:
+                raise NotFound(f"tile {tile_id} does not exist in store {store.store_id}")
+            emb = np.asarray(store.embeddings[int(tile_id)], dtype=np.float32)
+            out = {"tile_id": int(tile_id), "store_id": store.store_id,
+                   "geometry": _mapping(store.polygons()[int(tile_id)]),
+                   "authid": store.manifest["raster"].get("authid", "")}
+        else:
+            if x is None or y is None:
+                raise BadInput("describe of a raster that is not indexed needs x and y")
+            enc = self.encoder(model)
+            emb, geom, authid = self._embed_at(enc, raster, x, y, crs)
+            out = {"tile_id": None, "store_id": None, "geometry": geom, "authid": authid}
+        out.update(describe_embedding(emb, enc, self.vocabulary, self.caption_bank(enc), top))
+        return out
+
+    def _tile_at(self, store: Store, x: float, y: float, crs: str | None) -> int:
+        px, py = _to_pixel(store.manifest["raster"], x, y, crs)
+        w = store.windows
+        inside = (w[:, 0] <= px) & (px < w[:, 0] + w[:, 2]) & (w[:, 1] <= py) & (py < w[:, 1] + w[:, 3])
+        ids = np.flatnonzero(inside)
+        if len(ids) == 0:
+            raise NotFound(f"no indexed tile at ({x}, {y}) (outside the raster or in a skipped tile)")
+        cx, cy = w[ids, 0] + w[ids, 2] / 2, w[ids, 1] + w[ids, 3] / 2
+        return int(ids[np.argmin((cx - px) ** 2 + (cy - py) ** 2)])
+
+    def _embed_at(self, enc: Encoder, raster, x, y, crs):
+        meta = enc.meta
+        with open_raster(raster) as src:
+            info = raster_info(src, select_bands(src))
+            r = {"transform": list(info.transform), "crs_wkt": info.crs_wkt, "width": src.width,
+                 "height": src.height}
+            px, py = _to_pixel(r, x, y, crs)
+            gp = GridParams(tile=256, scale=resample_scale(src, meta.gsd_m, False))
+            grid = Grid(src.width, src.height, gp)
+            t = gp.source_tile
+            x0 = int(min(max(px - t / 2, 0), max(src.width - t, 0)))
+            y0 = int(min(max(py - t / 2, 0), max(src.height - t, 0)))
+            win = Window(0, 0, 0, x0, y0, min(t, src.width), min(t, src.height))
+            rgb, _ = read_tile(src, grid, win, info.bands, compute_stretch(src, info.bands))
+        emb = enc.embed_images(prepare([rgb], meta.image_size, meta.mean, meta.std, meta.interpolation))[0]
+        from engine.store import tile_polygons
+
+        poly = tile_polygons(info.transform, np.array([[win.x_off, win.y_off, win.width, win.height]]))[0]
+        return emb, _mapping(poly), info.authid
+
+    def info(self) -> dict:
+        import onnxruntime as ort
+
+        from engine import __version__
+        from engine.encoder import choose_providers
+
+        provider = self.encoder().provider if self.default else f"{choose_providers()[0]} (no model loaded)"
+        return {"version": __version__, "provider": provider, "available_providers": ort.get_available_providers(),
+                "models": self.models(), "stores_dir": str(self.root), "stores": list_stores(self.root)}
+
+
+def _mapping(poly) -> dict:
+    import shapely.geometry
+
+    return shapely.geometry.mapping(poly)
+
+
+def _to_pixel(r: dict, x: float, y: float, crs: str | None) -> tuple[float, float]:
+    """CRS coordinates (``crs`` or the raster CRS) -> fractional pixel coordinates."""
+    from affine import Affine
+
+    if crs and r.get("crs_wkt"):
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+        from rasterio.warp import transform
+
+        try:
+            src_crs = CRS.from_user_input(crs)
+        except CRSError:
+            raise BadInput(f"unknown CRS: {crs}") from None
+        xs, ys = transform(src_crs, CRS.from_wkt(r["crs_wkt"]), [x], [y])
+        x, y = xs[0], ys[0]
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise BadInput("x and y must be finite numbers")
+    inv = ~Affine(*r["transform"][:6])
+    px, py = inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
+    if not (0 <= px < r["width"] and 0 <= py < r["height"]):
+        raise NotFound(f"point ({x}, {y}) is outside the raster")
+    return float(px), float(py)
+
+
+__all__ = ["Engine", "read_manifest"]

@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup test test-fast lint demo qgis plugin bench stress train-default clean-venv
+.PHONY: help setup test test-fast lint demo qgis qgis-check plugin bench stress train-default clean-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ demo: setup  ## index a real GeoTIFF with the shipped model, run text queries, r
 
 qgis: setup  ## desktop QGIS with an isolated profile, the plugin enabled and the demo raster loaded
 	$(PY) scripts/run_qgis.py --raster "$(RASTER)"
+
+qgis-check: setup  ## desktop QGIS under Xvfb: the plugin indexes+searches the demo raster, saves docs/screenshot.png
+	$(PY) scripts/qgis_desktop_check.py --raster "$(RASTER)" $(if $(MODEL),--model "$(MODEL)",)
 
 plugin: setup  ## build rsitr_qgis.zip for the official plugin repository
 	$(PY) scripts/build_plugin_zip.py --out rsitr_qgis.zip

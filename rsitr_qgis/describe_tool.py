@@ -1,0 +1,150 @@
+"""Describe tile: a map tool and a canvas context-menu entry -> /describe -> tile outline + popup."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsMapLayer,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsMapToolEmitPoint, QgsRubberBand
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout
+
+from .client import EngineClient, run_async
+from .panel_logic import describe_html, raster_source_path
+from .results_layer import crs_of, geometry_from_geojson
+
+
+def pick_raster_layer(canvas, point: QgsPointXY, preferred: QgsMapLayer | None = None) -> QgsRasterLayer | None:
+    """The layer to describe at ``point`` (canvas CRS): the active file raster if it covers the point, else
+    the topmost visible file raster covering it."""
+    dst = canvas.mapSettings().destinationCrs()
+    candidates = [preferred] if preferred is not None else []
+    candidates += list(canvas.layers())
+    for layer in candidates:
+        if not isinstance(layer, QgsRasterLayer) or raster_source_path(layer)[0] is None:
+            continue
+        try:
+            tr = QgsCoordinateTransform(dst, layer.crs(), QgsProject.instance())
+            p = tr.transform(point)
+        except Exception:  # noqa: BLE001 - outside the CRS's area of use
+            continue
+        if layer.extent().contains(p):
+            return layer
+    return None
+
+
+def point_in_layer_crs(canvas, point: QgsPointXY, layer: QgsRasterLayer) -> QgsPointXY:
+    tr = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
+    return tr.transform(point)
+
+
+class DescribePopup(QDialog):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("rsitr_describe_popup")
+        self.setWindowTitle("RSITR: describe tile")
+        self.setModal(False)
+        lay = QVBoxLayout(self)
+        self.browser = QTextBrowser()
+        lay.addWidget(self.browser)
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        box.rejected.connect(self.close)
+        lay.addWidget(box)
+        self.resize(380, 320)
+
+
+class DescribeController:
+    """Sends describe requests and shows the answer; shared by the map tool and the context menu."""
+
+    def __init__(self, iface, manager):
+        self.iface = iface
+        self.manager = manager
+        self.canvas = iface.mapCanvas()
+        self.rubber = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber.setColor(QColor(255, 40, 40, 220))
+        self.rubber.setFillColor(QColor(255, 40, 40, 40))
+        self.rubber.setWidth(2)
+        self.popup = None
+        self.last: dict | None = None
+        self.last_error: str = ""
+
+    def describe_at(self, point: QgsPointXY) -> bool:
+        layer = pick_raster_layer(self.canvas, point, self.iface.activeLayer())
+        if layer is None:
+            self._error("RSITR describe: no indexed raster file under the clicked point")
+            return False
+        path, _why = raster_source_path(layer)
+        p = point_in_layer_crs(self.canvas, point, layer)
+        if self.manager.add_root_for(path):
+            self.manager.stop()
+
+        def ready(conn, error):
+            if error:
+                self._error(error)
+                return
+            run_async(
+                "RSITR describe", lambda: EngineClient(conn).describe(raster=path, x=p.x(), y=p.y(), top=5), self._show
+            )
+
+        self.manager.ensure_async(ready)
+        return True
+
+    def _error(self, text: str) -> None:
+        self.last_error = text
+        self.iface.messageBar().pushWarning("RSITR", text)
+
+    def _show(self, result, error) -> None:
+        if error:
+            self._error(f"{error} (index the layer first?)" if "index" in error.lower() else error)
+            return
+        self.last = result
+        self.last_error = ""
+        geom = geometry_from_geojson(result.get("geometry"))
+        src = crs_of(result)
+        if src.isValid():
+            tr = QgsCoordinateTransform(src, self.canvas.mapSettings().destinationCrs(), QgsProject.instance())
+            geom = geom.densifyByCount(8)
+            geom.transform(tr)
+        self.rubber.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber.setToGeometry(geom, None)
+        if self.popup is None:
+            self.popup = DescribePopup(self.iface.mainWindow())
+        self.popup.browser.setHtml(describe_html(result))
+        self.popup.show()
+        self.popup.raise_()
+
+    def clear(self) -> None:
+        self.rubber.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+
+    def unload(self) -> None:
+        self.clear()
+        self.canvas.scene().removeItem(self.rubber)
+        if self.popup is not None:
+            self.popup.close()
+            self.popup.deleteLater()
+            self.popup = None
+
+
+class DescribeMapTool(QgsMapToolEmitPoint):
+    def __init__(self, canvas, controller: DescribeController):
+        super().__init__(canvas)
+        self.controller = controller
+        self.setCursor(Qt.CursorShape.WhatsThisCursor)
+
+    def canvasReleaseEvent(self, event):  # noqa: N802 - Qt override
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.controller.describe_at(self.toMapCoordinates(event.pos()))
+
+    def deactivate(self):
+        super().deactivate()
+
+
+def tile_rect(result: dict) -> QgsRectangle:
+    return geometry_from_geojson(result.get("geometry")).boundingBox()

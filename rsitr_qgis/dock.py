@@ -1,0 +1,429 @@
+"""The search panel: engine status, model and layer pickers, indexing with progress, text search, results."""
+
+from __future__ import annotations
+
+import time
+
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject
+from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .client import EngineClient, EngineError, build_search_request, one_line, run_async, run_in_thread
+from .panel_logic import format_result, job_progress, raster_source_path, short_description, status_text
+from .results_layer import create_results_layer, crs_of, extent_in_crs, geometry_from_geojson
+
+POLL_MS = 500
+DESCRIBE_TOP_N = 10
+DESCRIBE_DELAY_MS = 500
+
+
+class SearchDock(QgsDockWidget):
+    """Dock widget ``rsitr_search_dock``."""
+
+    searchFinished = pyqtSignal(object, str)  # results layer or None, error ("" on success)
+    indexFinished = pyqtSignal(str, str)  # final job state, error
+
+    def __init__(self, manager, iface=None, parent=None):
+        super().__init__("RSITR text search", parent)
+        self.setObjectName("rsitr_search_dock")
+        self.manager = manager
+        self.iface = iface
+        self.settings = manager.settings
+        self.results: list[dict] = []
+        self.results_layer = None
+        self.job_id: str | None = None
+        self._conn = None
+        self._describe_gen = 0
+        self.last_timing: dict = {}
+        self._poll = QTimer(self)
+        self._poll.setInterval(POLL_MS)
+        self._poll.timeout.connect(self._poll_job)
+        self._poll_busy = False
+        self._build()
+        manager.stateChanged.connect(self._on_engine_state)
+        self._on_engine_state(manager.state, manager.detail)
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        w = QWidget(self)
+        lay = QVBoxLayout(w)
+        row = QHBoxLayout()
+        self.status_label = QLabel("Engine: stopped")
+        self.status_label.setWordWrap(True)
+        self.engine_button = QPushButton("Start engine")
+        self.engine_button.clicked.connect(self.start_engine)
+        row.addWidget(self.status_label, 1)
+        row.addWidget(self.engine_button)
+        lay.addLayout(row)
+
+        form = QFormLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.addItem("(engine default)", "")
+        self.model_combo.currentIndexChanged.connect(
+            lambda _i: self.settings.set("model", self.model_combo.currentData() or "")
+        )
+        form.addRow("Model", self.model_combo)
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.layer_combo.layerChanged.connect(self._on_layer_changed)
+        form.addRow("Raster", self.layer_combo)
+        lay.addLayout(form)
+        self.layer_message = QLabel("")
+        self.layer_message.setWordWrap(True)
+        self.layer_message.setStyleSheet("color: #a33;")
+        lay.addWidget(self.layer_message)
+
+        row = QHBoxLayout()
+        self.index_button = QPushButton("Index layer")
+        self.index_button.clicked.connect(self.index_layer)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_index)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        row.addWidget(self.index_button)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        lay.addLayout(row)
+
+        self.query_edit = QLineEdit()
+        self.query_edit.setPlaceholderText("a stadium next to a river")
+        self.query_edit.setMaxLength(1000)
+        self.query_edit.returnPressed.connect(self.search)
+        lay.addWidget(self.query_edit)
+        row = QHBoxLayout()
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 1000)
+        self.k_spin.setValue(int(self.settings.get("k")))
+        self.k_spin.setPrefix("k = ")
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.01)
+        self.threshold_spin.setDecimals(3)
+        self.threshold_spin.setPrefix("min score ")
+        self.threshold_spin.setValue(float(self.settings.get("threshold")))
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(self.search)
+        row.addWidget(self.k_spin)
+        row.addWidget(self.threshold_spin)
+        row.addWidget(self.search_button)
+        lay.addLayout(row)
+
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        lay.addWidget(self.message_label)
+        self.results_list = QListWidget()
+        self.results_list.itemClicked.connect(self._on_result_clicked)
+        lay.addWidget(self.results_list, 1)
+        self.setWidget(w)
+        self._on_layer_changed(self.layer_combo.currentLayer())
+
+    # ------------------------------------------------------------------ messages
+    def show_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
+        text = one_line(text)
+        colour = {
+            Qgis.MessageLevel.Critical: "#b00020",
+            Qgis.MessageLevel.Warning: "#a15c00",
+            Qgis.MessageLevel.Success: "#1b5e20",
+        }.get(level, "#333")
+        self.message_label.setStyleSheet(f"color: {colour};")
+        self.message_label.setText(text)
+        if self.iface is not None and level in (Qgis.MessageLevel.Critical, Qgis.MessageLevel.Warning):
+            self.iface.messageBar().pushMessage("RSITR", text, level=level, duration=8)
+
+    def show_error(self, text: str) -> None:
+        self.show_message(text, Qgis.MessageLevel.Critical)
+
+    def _on_engine_state(self, state: str, detail: str) -> None:
+        self.status_label.setText(status_text(state, self.manager.health, detail))
+        self.engine_button.setText("Restart engine" if state == "running" else "Start engine")
+        if state in ("crashed", "failed"):
+            self.show_error(detail)
+
+    def _on_layer_changed(self, layer) -> None:
+        path, why = raster_source_path(layer)
+        self.layer_message.setText("" if path else why)
+        self.index_button.setEnabled(path is not None and self.job_id is None)
+
+    def current_raster(self) -> str | None:
+        path, why = raster_source_path(self.layer_combo.currentLayer())
+        if path is None:
+            self.show_error(why)
+        return path
+
+    # ------------------------------------------------------------------ engine
+    def with_engine(self, action, raster: str | None = None, on_error=None) -> None:
+        """Run ``action(connection)`` once the engine answers (starting or restarting it), else show the error."""
+        if raster and self.manager.add_root_for(raster):
+            self.manager.stop()
+
+        def ready(conn, error):
+            if error:
+                if on_error is not None:
+                    on_error(error)
+                else:
+                    self._set_busy(False)
+                    self.show_error(error)
+                return
+            self._on_engine_state(self.manager.state, self.manager.detail)
+            if self.model_combo.count() <= 1:
+                self._load_models(conn)
+            action(conn)
+
+        self.manager.ensure_async(ready)
+
+    def start_engine(self) -> None:
+        if self.manager.state == "running":
+            self.manager.restart()
+        self.with_engine(lambda conn: self.show_message("Engine ready", Qgis.MessageLevel.Success))
+
+    def _load_models(self, conn) -> None:
+        def done(models, error):
+            if error or not models:
+                return
+            current = self.settings.get("model")
+            self.model_combo.blockSignals(True)
+            self.model_combo.clear()
+            self.model_combo.addItem("(engine default)", "")
+            for m in models:
+                label = f"{m.get('name')} {m.get('version', '')}" + (" (default)" if m.get("default") else "")
+                self.model_combo.addItem(label.strip(), m.get("name"))
+            idx = self.model_combo.findData(current)
+            self.model_combo.setCurrentIndex(max(0, idx))
+            self.model_combo.blockSignals(False)
+
+        run_async("RSITR models", lambda: EngineClient(conn).models(), done)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.search_button.setEnabled(not busy)
+
+    # ------------------------------------------------------------------ indexing
+    def index_layer(self) -> None:
+        raster = self.current_raster()
+        if raster is None or self.job_id is not None:
+            return
+        model = self.settings.get("model") or None
+        kwargs = dict(raster=raster, tile=self.settings.get("tile"), stride=self.settings.get("stride"), model=model)
+        self.index_button.setEnabled(False)
+        self.progress.setValue(0)
+        self.show_message("Starting indexing...")
+
+        def start(conn):
+            def started(job_id, error):
+                if error:
+                    self._index_done("failed", error)
+                    return
+                self.job_id = job_id
+                self._conn = conn
+                self.cancel_button.setEnabled(True)
+                self._poll.start()
+
+            run_async("RSITR index", lambda: EngineClient(conn).index(**kwargs), started)
+
+        self.with_engine(start, raster, on_error=lambda error: self._index_done("failed", error))
+
+    def _poll_job(self) -> None:
+        if self.job_id is None or self._poll_busy:
+            return
+        self._poll_busy = True
+        job_id, conn = self.job_id, self._conn
+
+        def done(job, error):
+            self._poll_busy = False
+            if self.job_id != job_id:
+                return
+            if error:
+                self._index_done("failed", error)
+                return
+            pct, label, finished, err = job_progress(job)
+            self.progress.setValue(pct)
+            self.progress.setFormat(f"%p% {label}")
+            if finished:
+                self._index_done(job.get("state", "done"), err, job)
+
+        run_in_thread(lambda: EngineClient(conn, timeout=30).job(job_id), done)
+
+    def cancel_index(self) -> None:
+        if self.job_id is None:
+            return
+        job_id, conn = self.job_id, self._conn
+        self.cancel_button.setEnabled(False)
+        run_async("RSITR cancel", lambda: EngineClient(conn).cancel(job_id), lambda _r, _e: None)
+        self._index_done("cancelled", "indexing cancelled")
+
+    def _index_done(self, state: str, error: str, job: dict | None = None) -> None:
+        self._poll.stop()
+        self.job_id = None
+        self.cancel_button.setEnabled(False)
+        self._on_layer_changed(self.layer_combo.currentLayer())
+        if state == "done":
+            n = (job or {}).get("total")
+            self.show_message(f"Indexed {n} tiles" if n is not None else "Indexed", Qgis.MessageLevel.Success)
+        elif state == "cancelled":
+            self.show_message(error or "indexing cancelled", Qgis.MessageLevel.Warning)
+        else:
+            self.show_error(error or f"indexing {state}")
+        self.indexFinished.emit(state, "" if state == "done" else (error or state))
+
+    # ------------------------------------------------------------------ search
+    def search(self) -> None:
+        raster = self.current_raster()
+        if raster is None:
+            self.searchFinished.emit(None, "no raster")
+            return
+        try:
+            body = build_search_request(
+                self.query_edit.text(),
+                rasters=[raster],
+                k=self.k_spin.value(),
+                threshold=self.threshold_spin.value(),
+                model=self.settings.get("model") or None,
+            )
+        except EngineError as exc:
+            self.show_error(str(exc))
+            self.searchFinished.emit(None, str(exc))
+            return
+        t0 = time.monotonic()
+        self._describe_gen += 1  # stop describing the previous results: the engine serves this query first
+        self._set_busy(True)
+        self.show_message(f"Searching '{body['query']}'...")
+
+        def run(conn):
+            t_engine = time.monotonic()
+
+            def call():
+                return EngineClient(conn).search(**_search_kwargs(body))
+
+            run_async("RSITR search", call, lambda res, err: self._search_done(body, res, err, t0, t_engine))
+
+        def failed(error):
+            self._search_done(body, None, error, t0, t0)
+
+        self.with_engine(run, raster, on_error=failed)
+
+    def _search_done(self, body: dict, response, error, t0: float, t_engine: float) -> None:
+        self._set_busy(False)
+        if error:
+            msg = error
+            if "index" in error.lower() and ("not" in error.lower() or "no " in error.lower()):
+                msg = f"{error} (click 'Index layer' first)"
+            self.show_error(msg)
+            self.searchFinished.emit(None, msg)
+            return
+        t_resp = time.monotonic()
+        results = (response or {}).get("results") or []
+        self.results = results
+        self.results_list.clear()
+        if not results:
+            self.results_layer = None
+            self.show_message(f"No tile matched '{body['query']}'", Qgis.MessageLevel.Warning)
+            self.searchFinished.emit(None, "")
+            return
+        layer = create_results_layer(body["query"], results)
+        self.results_layer = layer
+        for res in results:
+            item = QListWidgetItem(format_result(res))
+            item.setData(Qt.ItemDataRole.UserRole, res)
+            self.results_list.addItem(item)
+        if self.iface is not None:
+            self.iface.mapCanvas().refresh()
+        t_done = time.monotonic()
+        self.last_timing = {
+            "total_s": t_done - t0,
+            "engine_start_s": t_engine - t0,
+            "request_s": t_resp - t_engine,
+            "layer_s": t_done - t_resp,
+            "engine_took_ms": (response or {}).get("took_ms"),
+        }
+        self.show_message(
+            f"{len(results)} tiles for '{body['query']}' in {t_done - t0:.2f} s", Qgis.MessageLevel.Success
+        )
+        self.searchFinished.emit(layer, "")
+        # descriptions for the list come a moment later, so they never slow down drawing the tiles
+        gen = self._describe_gen
+        QTimer.singleShot(DESCRIBE_DELAY_MS, lambda: self._describe_later(gen, results[:DESCRIBE_TOP_N]))
+
+    def _describe_later(self, gen: int, results: list[dict]) -> None:
+        if gen != self._describe_gen:
+            return  # a newer search replaced these results
+        try:
+            self._describe_results(results)
+        except RuntimeError:  # the panel was closed meanwhile
+            pass
+
+    def _describe_results(self, results: list[dict]) -> None:
+        conn = self.manager.connection()
+        if conn is None:
+            return
+        wanted = [(r.get("store_id"), r.get("tile_id")) for r in results if r.get("store_id") is not None]
+        self._describe_gen += 1
+        gen = self._describe_gen
+
+        def call():  # worker thread: stops as soon as a newer search superseded these results
+            client = EngineClient(conn, timeout=30)
+            out = {}
+            for store, tile_id in wanted:
+                if gen != self._describe_gen:
+                    break
+                try:
+                    out[(store, tile_id)] = short_description(client.describe(store=store, tile_id=tile_id, top=1))
+                except EngineError:
+                    break
+            return out
+
+        def done(texts, _error):
+            if not texts or gen != self._describe_gen:
+                return
+            for i in range(self.results_list.count()):
+                item = self.results_list.item(i)
+                res = item.data(Qt.ItemDataRole.UserRole) or {}
+                text = texts.get((res.get("store_id"), res.get("tile_id")))
+                if text:
+                    item.setText(format_result(res, text))
+
+        run_in_thread(call, done)
+
+    def _on_result_clicked(self, item) -> None:
+        res = item.data(Qt.ItemDataRole.UserRole)
+        if res:
+            self.zoom_to_result(res)
+
+    def zoom_to_result(self, res: dict) -> None:
+        if self.iface is None:
+            return
+        canvas = self.iface.mapCanvas()
+        geom = geometry_from_geojson(res.get("geometry"))
+        src = crs_of(res)
+        dst = canvas.mapSettings().destinationCrs()
+        rect = extent_in_crs(geom, src, dst, QgsProject.instance())
+        rect.scale(2.0)
+        canvas.setExtent(rect)
+        canvas.refresh()
+        canvas.flashGeometries([geom], src, QColor(255, 230, 0, 255), QColor(255, 0, 0, 255), 3, 300)
+
+
+def _search_kwargs(body: dict) -> dict:
+    return {
+        "query": body["query"],
+        "rasters": body.get("rasters"),
+        "k": body["k"],
+        "threshold": body.get("threshold"),
+        "model": body.get("model"),
+    }

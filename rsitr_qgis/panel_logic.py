@@ -1,0 +1,101 @@
+"""GUI-free logic of the search panel: which layers the engine can read, texts shown for results and jobs."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsMapLayer, QgsProviderRegistry, QgsRasterLayer
+
+WEB_PROVIDERS = {
+    "wms": "WMS/WMTS/XYZ",
+    "wcs": "WCS",
+    "arcgismapserver": "ArcGIS MapServer",
+    "xyzvectortiles": "vector tiles",
+    "vectortile": "vector tiles",
+}
+
+
+def raster_source_path(layer: QgsMapLayer | None) -> tuple[str | None, str]:
+    """(file path, "") for a file-based raster layer the engine can read, else (None, one-line reason)."""
+    if layer is None:
+        return None, "Choose a raster layer"
+    if not isinstance(layer, QgsRasterLayer):
+        return None, f"'{layer.name()}' is not a raster layer"
+    provider = layer.providerType()
+    if provider != "gdal":
+        kind = WEB_PROVIDERS.get(provider, provider)
+        return None, (
+            f"'{layer.name()}' is a {kind} layer: the engine reads raster files only; "
+            "export it to GeoTIFF first (right click > Export > Save As)"
+        )
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = parts.get("path") or layer.source()
+    if path.startswith("/vsi") or "://" in path:
+        return None, f"'{layer.name()}' is not a local file ({path[:60]}): download or export it first"
+    if not os.path.isfile(path):
+        return None, f"'{layer.name()}': file not found: {path}"
+    return os.path.abspath(path), ""
+
+
+def format_result(result: dict, description: str = "") -> str:
+    text = f"#{int(result.get('rank', 0)):<3d} {float(result.get('score', 0.0)):.3f}  tile {result.get('tile_id')}"
+    return f"{text}  {description}" if description else text
+
+
+def short_description(describe: dict) -> str:
+    """'forest 62% - many green trees ...' from a /describe answer."""
+    parts = []
+    classes = describe.get("classes") or []
+    if classes:
+        parts.append(f"{classes[0].get('name')} {100 * float(classes[0].get('probability', 0)):.0f}%")
+    descriptions = describe.get("descriptions") or describe.get("captions") or []
+    if descriptions:
+        text = str(descriptions[0].get("text", ""))
+        parts.append(text if len(text) <= 60 else text[:59] + "\u2026")
+    return " - ".join(parts)
+
+
+def status_text(state: str, health: dict, detail: str = "") -> str:
+    if state == "running" and health:
+        model = health.get("model") or {}
+        provider = str(health.get("provider", "?")).replace("ExecutionProvider", "")
+        return f"Engine: running ({provider}), model {model.get('name', '?')} {model.get('version', '')}".strip()
+    text = f"Engine: {state}"
+    return f"{text} - {detail}" if detail else text
+
+
+def job_progress(job: dict) -> tuple[int, str, bool, str]:
+    """(percent, label, finished, error) for a /jobs/{id} answer."""
+    state = job.get("state", "?")
+    pct = int(round(100 * float(job.get("progress") or 0.0)))
+    done, total = job.get("done"), job.get("total")
+    label = f"{state}: {done}/{total} tiles" if total else f"{state}"
+    finished = state in ("done", "failed", "cancelled")
+    error = ""
+    if state == "failed":
+        error = str(job.get("error") or "indexing failed")
+    elif state == "cancelled":
+        error = "indexing cancelled"
+    return (100 if state == "done" else pct), label, finished, error
+
+
+def describe_html(describe: dict) -> str:
+    """HTML for the describe popup: top classes with probabilities and best descriptions."""
+    from html import escape
+
+    rows = [f"<h3>Tile {escape(str(describe.get('tile_id', '?')))}</h3>"]
+    classes = describe.get("classes") or []
+    if classes:
+        rows.append("<b>Scene classes</b><table>")
+        for c in classes:
+            p = float(c.get("probability", 0.0))
+            rows.append(f"<tr><td>{escape(str(c.get('name')))}</td><td align='right'>{100 * p:.1f}%</td></tr>")
+        rows.append("</table>")
+    for key, title in (("descriptions", "Descriptions"), ("captions", "Captions")):
+        items = describe.get(key) or []
+        if items:
+            rows.append(f"<b>{title}</b><ol>")
+            for d in items:
+                rows.append(f"<li>{escape(str(d.get('text')))} <i>({float(d.get('score', 0)):.3f})</i></li>")
+            rows.append("</ol>")
+    return "\n".join(rows)

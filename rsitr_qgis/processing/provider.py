@@ -1,0 +1,35 @@
+"""Processing provider ``rsitr``: index, search and describe through the engine."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..settings import resource_path
+from .algorithms import DescribeTilesAlgorithm, IndexRasterAlgorithm, SearchTilesAlgorithm
+
+
+class RsitrProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "rsitr"
+
+    def name(self) -> str:
+        return "RSITR text search"
+
+    def longName(self) -> str:  # noqa: N802
+        return "RSITR: text search over imagery tiles"
+
+    def icon(self) -> QIcon:
+        return QIcon(resource_path("icons", "rsitr.svg"))
+
+    def unload(self) -> None:
+        """Called when the provider is removed, also when qgis_process exits: end the engine child.
+
+        Only signals the child by pid: at application exit Qt/QGIS objects may already be gone."""
+        from ..engine_process import kill_children
+
+        kill_children()
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        for alg in (IndexRasterAlgorithm(), SearchTilesAlgorithm(), DescribeTilesAlgorithm()):
+            self.addAlgorithm(alg)

@@ -1,0 +1,115 @@
+"""Plugin settings stored in QgsSettings under ``rsitr/`` (pure helpers are testable without a GUI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+PREFIX = "rsitr/"
+PLUGIN_DIR = Path(__file__).resolve().parent
+
+MODE_LOCAL = "local"
+MODE_REMOTE = "remote"
+
+# name -> default value; the type of the default is the type returned by Settings.get()
+DEFAULTS: dict[str, object] = {
+    "mode": MODE_LOCAL,  # "local": the plugin starts the engine; "remote": url + token
+    "interpreter": "",  # empty: auto (checkout .venv, else python3 on PATH)
+    "url": "http://127.0.0.1:8765",
+    "token": "",
+    "cache_dir": "",  # empty: the engine's default (RSITR_CACHE or its user cache dir)
+    "model_dir": "",  # empty: the engine's default model
+    "model": "",  # model name sent with requests; empty: the engine's default
+    "allowed_roots": "",  # extra raster roots (os.pathsep separated) for the local engine
+    "k": 20,
+    "threshold": 0.0,
+    "tile": 256,
+    "stride": 256,
+    "start_timeout_s": 120,
+    "request_timeout_s": 120,
+}
+
+
+def checkout_root(plugin_dir: Path = PLUGIN_DIR) -> Path | None:
+    """The source checkout holding the plugin (``<root>/rsitr_qgis`` beside ``<root>/engine``), or None."""
+    root = plugin_dir.resolve().parent
+    if (root / "engine" / "__init__.py").is_file():
+        return root
+    return None
+
+
+def venv_python(root: Path) -> Path:
+    if sys.platform.startswith("win"):
+        return root / ".venv" / "Scripts" / "python.exe"
+    return root / ".venv" / "bin" / "python"
+
+
+def default_interpreter(plugin_dir: Path = PLUGIN_DIR) -> str:
+    """The checkout's ``.venv`` Python when running from a source checkout, else python3 on PATH."""
+    root = checkout_root(plugin_dir)
+    if root is not None and venv_python(root).exists():
+        return str(venv_python(root))
+    return shutil.which("python3") or shutil.which("python") or "python3"
+
+
+def coerce(name: str, value: object) -> object:
+    """Convert a raw QgsSettings value (often a string) to the type of the default."""
+    default = DEFAULTS[name]
+    if value is None or value == "":
+        return default if not isinstance(default, str) else (value or default)
+    try:
+        if isinstance(default, bool):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(float(value))
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        return default
+    return str(value)
+
+
+class Settings:
+    """Typed access to the plugin's QgsSettings keys."""
+
+    def __init__(self, settings: QgsSettings | None = None):
+        self._s = settings or QgsSettings()
+
+    def get(self, name: str):
+        if name not in DEFAULTS:
+            raise KeyError(name)
+        return coerce(name, self._s.value(PREFIX + name, DEFAULTS[name]))
+
+    def set(self, name: str, value) -> None:
+        if name not in DEFAULTS:
+            raise KeyError(name)
+        self._s.setValue(PREFIX + name, value)
+
+    def reset(self, name: str) -> None:
+        self._s.remove(PREFIX + name)
+
+    def interpreter(self) -> str:
+        return self.get("interpreter") or default_interpreter()
+
+    def allowed_roots(self) -> list[str]:
+        raw = self.get("allowed_roots")
+        return [p for p in raw.split(os.pathsep) if p.strip()]
+
+    def as_dict(self) -> dict:
+        return {name: self.get(name) for name in DEFAULTS}
+
+
+def resources_dir(plugin_dir: Path = PLUGIN_DIR) -> Path:
+    """Icons and styles: ``rsitr_qgis/resources`` in the installed zip, ``<checkout>/resources`` in a checkout."""
+    for candidate in (plugin_dir / "resources", plugin_dir.resolve().parent / "resources"):
+        if (candidate / "styles").is_dir() or (candidate / "icons").is_dir():
+            return candidate
+    return plugin_dir / "resources"
+
+
+def resource_path(*parts: str) -> str:
+    return str(resources_dir().joinpath(*parts))

@@ -1,0 +1,229 @@
+"""Runs INSIDE desktop QGIS (``qgis --code``) for scripts/qgis_desktop_check.py.
+
+Drives the rsitr_qgis plugin through its own panel code: loads a raster, indexes it, runs queries, checks the
+result layer, describes a tile, saves a screenshot of the main window and writes a JSON report, then quits.
+Config: the JSON file named by $RSITR_CHECK_CONFIG (raster, queries, report, screenshot).
+"""
+
+import json
+import os
+import statistics
+import time
+import traceback
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.PyQt.QtWidgets import QDockWidget
+from qgis.utils import iface, plugins
+
+CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
+REPORT = {"ok": False, "steps": []}
+
+
+def step(name, **info):
+    REPORT["steps"].append(dict(name=name, t=round(time.monotonic(), 3), **info))
+    with open(CONFIG["report"], "w", encoding="utf-8") as fh:
+        json.dump(REPORT, fh, indent=2)
+
+
+def wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timeout after {timeout} s: {what}")
+        QCoreApplication.processEvents()
+        time.sleep(0.005)
+
+
+def wait_render(canvas, timeout=30):
+    done = []
+    canvas.mapCanvasRefreshed.connect(lambda: done.append(1))
+    canvas.refresh()
+    wait(lambda: done, timeout, "canvas render")
+
+
+def search_and_render(dock, canvas, query, k):
+    """Seconds from search() to the result layer drawn on the canvas, and the result layer."""
+    got, rendered = [], []
+    on_done = lambda layer, err: got.append((layer, err))  # noqa: E731
+    on_render = lambda: rendered.append(time.monotonic())  # noqa: E731
+    dock.searchFinished.connect(on_done)
+    dock.query_edit.setText(query)
+    dock.k_spin.setValue(k)
+    t0 = time.monotonic()
+    dock.search()
+    wait(lambda: got, 120, f"search '{query}'")
+    t_layer = time.monotonic()
+    layer, err = got[0]
+    assert err == "" and layer is not None, f"search failed: {err}"
+    canvas.mapCanvasRefreshed.connect(on_render)
+    canvas.refresh()
+    wait(lambda: rendered, 30, "result rendering")
+    dock.searchFinished.disconnect(on_done)
+    canvas.mapCanvasRefreshed.disconnect(on_render)
+    return {
+        "query": query,
+        "to_layer_s": round(t_layer - t0, 4),
+        "to_render_s": round(rendered[0] - t0, 4),
+        "timing": {k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in dock.last_timing.items()},
+    }, layer
+
+
+def run():
+    canvas = iface.mapCanvas()
+    win = iface.mainWindow()
+    win.move(0, 0)
+    win.resize(1280, 800)
+    for dock_widget in win.findChildren(QDockWidget):
+        if dock_widget.objectName() in ("Browser", "Browser2", "AdvancedDigitizingTools"):
+            dock_widget.hide()
+    plugin = plugins.get("rsitr_qgis")
+    assert plugin is not None, f"plugin not loaded; loaded: {sorted(plugins)}"
+    step("plugin loaded", engine_interpreter=plugin.dock.manager.settings.interpreter())
+    assert QgsApplication.processingRegistry().providerById("rsitr") is not None, "no rsitr provider"
+
+    raster = QgsRasterLayer(CONFIG["raster"], os.path.basename(CONFIG["raster"]))
+    assert raster.isValid(), f"invalid raster {CONFIG['raster']}"
+    QgsProject.instance().addMapLayer(raster)
+    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(raster, raster.extent()))
+    dock = plugin.dock
+    if "describe_top_n" in CONFIG:  # experiments: background descriptions of the results list
+        import importlib
+
+        importlib.import_module(type(dock).__module__).DESCRIBE_TOP_N = CONFIG["describe_top_n"]
+    from qgis.PyQt.QtCore import QThreadPool
+
+    step("thread pool", max_threads=QThreadPool.globalInstance().maxThreadCount())
+    plugin.action_dock.trigger() if not dock.isVisible() else None
+    wait(lambda: dock.isVisible(), 10, "panel visible")
+    dock.layer_combo.setLayer(raster)
+
+    states = []
+    dock.indexFinished.connect(lambda state, err: states.append((state, err)))
+    t0 = time.monotonic()
+    dock.index_layer()
+    wait(lambda: states, 600, "indexing")
+    assert states[0][0] == "done", f"indexing: {states[0]}"
+    step(
+        "indexed",
+        seconds=round(time.monotonic() - t0, 2),
+        message=dock.message_label.text(),
+        engine=dock.status_label.text(),
+        engine_pid=dock.manager.pid(),
+    )
+
+    runs = []
+    for q in CONFIG["queries"]:
+        info, layer = search_and_render(dock, canvas, q, CONFIG.get("k", 10))
+        runs.append(info)
+    # repeat the first query a few times for a warm figure (replaces its layer each time)
+    for _ in range(CONFIG.get("repeats", 5)):
+        info, layer = search_and_render(dock, canvas, CONFIG["queries"][0], CONFIG.get("k", 10))
+        runs.append(info)
+    feats = list(layer.getFeatures())
+    scores = [f["score"] for f in feats]
+    assert feats and all(isinstance(s, float) for s in scores), "result layer has no scored features"
+    assert layer.name() == "RSITR: " + CONFIG["queries"][0]
+    warm = [r["to_render_s"] for r in runs[len(CONFIG["queries"]) :]]
+    step(
+        "searched",
+        runs=runs,
+        n_features=len(feats),
+        scores=scores[:10],
+        layer=layer.name(),
+        renderer=layer.renderer().type(),
+        median_query_to_render_s=round(statistics.median(warm), 4),
+        first_query_to_render_s=runs[0]["to_render_s"],
+        results_in_list=dock.results_list.count(),
+    )
+
+    # describe tile at the centre of the best tile (through the map tool's controller)
+    best = feats[0]
+    from qgis.core import QgsCoordinateTransform
+
+    center = best.geometry().centroid().asPoint()
+    tr = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    plugin.describe.last = None
+    plugin.describe.describe_at(tr.transform(center))
+    wait(lambda: plugin.describe.last is not None or plugin.describe.last_error, 60, "describe")
+    described = plugin.describe.last or {}
+    step(
+        "described",
+        tile_id=described.get("tile_id"),
+        classes=described.get("classes", [])[:3],
+        error=plugin.describe.last_error,
+    )
+    assert described.get("tile_id") == best["tile_id"], (described.get("tile_id"), best["tile_id"])
+    if plugin.describe.popup is not None:
+        plugin.describe.popup.close()
+
+    # the results list gets short descriptions in the background, shortly after the tiles are drawn
+    try:
+        wait(lambda: "%" in dock.results_list.item(0).text(), 30, "result descriptions")
+        step("list described", first_item=dock.results_list.item(0).text())
+    except AssertionError as exc:
+        step("list described", error=str(exc))
+
+    # screenshot: whole raster with the first query's tiles highlighted, results list in the panel
+    root = QgsProject.instance().layerTreeRoot()
+    for lyr in QgsProject.instance().mapLayers().values():
+        if lyr.name().startswith("RSITR: ") and lyr.id() != layer.id():
+            root.findLayer(lyr.id()).setItemVisibilityChecked(False)
+            root.findLayer(lyr.id()).setExpanded(False)
+    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(raster, raster.extent()))
+    wait_render(canvas)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    pix = iface.mainWindow().grab()
+    pix.save(CONFIG["screenshot"], "PNG")
+    img = canvas.grab().toImage()
+    colours = set()
+    for y in range(0, img.height(), max(1, img.height() // 40)):
+        for x in range(0, img.width(), max(1, img.width() // 40)):
+            colours.add(img.pixel(x, y))
+    step(
+        "screenshot",
+        path=CONFIG["screenshot"],
+        window=[pix.width(), pix.height()],
+        canvas_distinct_colours=len(colours),
+    )
+    assert len(colours) > 20, f"map area looks blank ({len(colours)} colours)"
+    REPORT["ok"] = True
+
+
+def main():
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - reported to the driver, never a modal error dialog
+        REPORT["error"] = f"{type(exc).__name__}: {exc}"
+        plugin = plugins.get("rsitr_qgis")
+        tm = QgsApplication.taskManager()
+        REPORT["diagnostics"] = {
+            "panel_message": plugin.dock.message_label.text() if plugin and plugin.dock else None,
+            "engine_state": plugin.dock.manager.state if plugin and plugin.dock else None,
+            "active_tasks": [t.description() for t in tm.activeTasks()],
+            "threads": [t.name for t in __import__("threading").enumerate()],
+        }
+        REPORT["traceback"] = traceback.format_exc()
+    step("finished")
+    QgsSettings().setValue("askToSaveMemoryLayers", False, QgsSettings.Section.App)
+    QgsProject.instance().setDirty(False)
+    QTimer.singleShot(8000, report_blockers)
+    iface.actionExit().trigger()
+
+
+def report_blockers():
+    """Still running 8 s after Exit: record the visible windows (a modal question?) in the report."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    REPORT["exit_blocked_by"] = [
+        f"{type(w).__name__} {w.objectName()} {w.windowTitle()}" + (f": {w.text()}" if hasattr(w, "text") else "")
+        for w in QApplication.topLevelWidgets()
+        if w.isVisible()
+    ]
+    step("exit blocked")
+
+
+QTimer.singleShot(500, main)

@@ -1,0 +1,111 @@
+"""The search panel driven like a user: index with progress, search -> result layer + list, errors."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+
+from rsitr_qgis.dock import SearchDock
+from tests.plugin.conftest import make_rgb_geotiff, wait_until
+
+
+@pytest.fixture
+def dock(manager, qgis_iface, project):
+    d = SearchDock(manager, qgis_iface)
+    yield d
+    d._poll.stop()
+    d.deleteLater()
+
+
+def add_raster(path, name="raster"):
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def run_search(dock, query, k=3):
+    got = []
+    dock.searchFinished.connect(lambda layer, err: got.append((layer, err)))
+    dock.query_edit.setText(query)
+    dock.k_spin.setValue(k)
+    dock.search()
+    wait_until(lambda: got, 120, "search")
+    return got[0]
+
+
+def test_dock_object_name_and_web_layer_message(dock, qgis_iface):
+    assert "rsitr" in dock.objectName()
+    xyz = QgsRasterLayer("type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0", "OSM", "wms")
+    QgsProject.instance().addMapLayer(xyz)
+    dock.layer_combo.setLayer(xyz)
+    assert "WMS/WMTS/XYZ" in dock.layer_message.text()
+    assert not dock.index_button.isEnabled()
+    qgis_iface.messageBar().clear_messages()
+    dock.search()
+    assert "WMS/WMTS/XYZ" in dock.message_label.text()
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+
+
+def test_index_with_progress_then_search_creates_styled_layer(dock, manager, rasters_dir, qgis_iface):
+    path = make_rgb_geotiff(rasters_dir / "panel.tif", 768, 512, epsg=32633, origin=(400000.0, 5000000.0))
+    layer = add_raster(path)
+    dock.layer_combo.setLayer(layer)
+    assert dock.layer_message.text() == "" and dock.index_button.isEnabled()
+    states = []
+    dock.indexFinished.connect(lambda state, err: states.append((state, err)))
+    dock.index_layer()
+    wait_until(lambda: states, 120, "indexing")
+    assert states == [("done", "")], dock.message_label.text()
+    assert dock.progress.value() == 100
+    assert "Indexed 6 tiles" in dock.message_label.text()
+
+    result_layer, err = run_search(dock, "a stadium next to a river", k=4)
+    assert err == "" and result_layer is not None
+    assert result_layer.name() == "RSITR: a stadium next to a river"
+    assert result_layer.featureCount() == 4
+    assert result_layer.crs().authid() == "EPSG:32633"
+    scores = [f["score"] for f in result_layer.getFeatures()]
+    assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
+    assert result_layer.renderer().type() == "graduatedSymbol"
+    assert dock.results_list.count() == 4 and dock.results_list.item(0).text().startswith("#1")
+    assert dock.last_timing["total_s"] > 0
+
+    # same query again replaces the layer; click on a result zooms the (EPSG:4326) canvas to the tile
+    again, _ = run_search(dock, "a stadium next to a river", k=2)
+    assert QgsProject.instance().mapLayersByName("RSITR: a stadium next to a river") == [again]
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    dock._on_result_clicked(dock.results_list.item(0))
+    ext = canvas.extent()
+    assert 13.0 < ext.center().x() < 14.0 and 45.0 < ext.center().y() < 45.3  # UTM 33N x=400 km, y=5000 km
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32633"))
+
+    # descriptions are filled in asynchronously
+    wait_until(
+        lambda: " - " in dock.results_list.item(0).text() or "%" in dock.results_list.item(0).text(),
+        60,
+        "result descriptions",
+    )
+
+
+def test_search_errors_show_in_panel(dock, rasters_dir, qgis_iface):
+    path = make_rgb_geotiff(rasters_dir / "never_indexed.tif", 256, 256)
+    dock.layer_combo.setLayer(add_raster(path))
+    layer, err = run_search(dock, "a river")
+    assert layer is None and err
+    assert "\n" not in dock.message_label.text() and dock.message_label.text()
+    layer, err = run_search(dock, "   ")
+    assert layer is None and "query" in err.lower()
+
+
+def test_cancel_indexing(dock, rasters_dir):
+    path = make_rgb_geotiff(rasters_dir / "big.tif", 2048, 2048)
+    dock.layer_combo.setLayer(add_raster(path))
+    states = []
+    dock.indexFinished.connect(lambda state, err: states.append(state))
+    dock.index_layer()
+    wait_until(lambda: dock.job_id is not None or states, 60, "index job to start")
+    dock.cancel_index()
+    assert states in (["cancelled"], ["done"])  # a fast machine may finish first
+    assert dock.job_id is None and dock.index_button.isEnabled()

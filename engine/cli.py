@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--token-file", help="bearer token file (default: <config dir>/token, created 0600)")
     sp.add_argument("--allowed-root", action="append", help="allowed raster root (repeatable)")
     sp.add_argument("--captions", help="caption bank .npz")
+    sp.add_argument("--parent-pid", type=int, help="exit when this process (e.g. QGIS) is gone")
+    sp.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin reaches end of file")
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("info", help="version, providers, models and stores")

@@ -46,6 +46,12 @@ class CorruptData(EngineError):
     status = 422
 
 
+class DiskFull(EngineError, OSError):
+    """No space (or file size limit) left while writing a store; still an ``OSError`` for callers."""
+
+    status = 400
+
+
 class Cancelled(EngineError):
     """An index run cancelled by the user (the store stays resumable)."""
 

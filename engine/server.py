@@ -43,6 +43,19 @@ def load_or_create_token(path: Path) -> str:
     return token
 
 
+def _watch_lifelines(args, server) -> None:
+    """``--parent-pid`` / ``--exit-on-stdin-eof``: stop the server when the parent goes away."""
+    from engine.lifeline import watch_parent, watch_stdin
+
+    def request_exit() -> None:
+        server.should_exit = True
+
+    if getattr(args, "parent_pid", None) is not None:
+        watch_parent(args.parent_pid, request_exit)
+    if getattr(args, "exit_on_stdin_eof", False):
+        watch_stdin(request_exit)
+
+
 def serve(args) -> int:
     """Start the service; prints ``{"event": "ready", ...}`` on stdout once the socket listens."""
     import uvicorn
@@ -56,6 +69,11 @@ def serve(args) -> int:
         raise BadInput(f"refusing to bind non-loopback address {args.host} without an explicit --token-file")
     if not 0 <= args.port <= 65535:
         raise BadInput(f"port must be 0..65535, got {args.port}")
+    if getattr(args, "parent_pid", None) is not None:
+        from engine.lifeline import pid_alive
+
+        if not pid_alive(args.parent_pid):
+            raise BadInput(f"--parent-pid {args.parent_pid} is not a running process")
     token_file = Path(args.token_file).expanduser() if args.token_file else default_token_file()
     token = os.environ.get("RSITR_TOKEN") or load_or_create_token(token_file)
     roots = [Path(r).expanduser() for r in args.allowed_root] if args.allowed_root else default_allowed_roots()
@@ -84,6 +102,7 @@ def serve(args) -> int:
               flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
+    _watch_lifelines(args, server)
     server.run()
     if not server.started:
         print(f"error: could not listen on {args.host}:{args.port}", file=sys.stderr)

@@ -18,7 +18,7 @@ from engine.indexer import IndexParams, IndexResult, index_raster
 from engine.preprocess import prepare
 from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
 from engine.search import run_search
-from engine.store import Store, current_fingerprint, list_stores, open_store, read_manifest
+from engine.store import Store, check_store_id, current_fingerprint, list_stores, open_store, read_manifest
 
 
 class Engine:
@@ -66,6 +66,11 @@ class Engine:
                 self._encoders[name] = Encoder(self.bundles[name], threads=self._threads)
             return self._encoders[name]
 
+    def _check_model(self, name: str | None) -> None:
+        """An explicitly named model must be known (clearer than 'raster not indexed with model X')."""
+        if name and name not in self.bundles:
+            raise NotFound(f"unknown model: {name} (available: {', '.join(sorted(self.bundles)) or 'none'})")
+
     def encoder_for_store(self, store: Store) -> Encoder:
         """The encoder a store was indexed with (loading its bundle from the manifest path if needed)."""
         m = store.manifest["model"]
@@ -89,7 +94,7 @@ class Engine:
     # ------------------------------------------------------------ stores
     def store(self, store_id: str) -> Store:
         """Open (cached) a complete, non-stale store."""
-        path = self.root / store_id
+        path = self.root / check_store_id(store_id)  # before any file access: ids are never paths
         try:
             st_ = (path / "embeddings.npy").stat()
             key = (store_id, st_.st_mtime_ns, st_.st_size)
@@ -136,6 +141,7 @@ class Engine:
                model: str | None = None, prefilter=None) -> dict:
         if not rasters and not store_ids:
             raise BadInput("give at least one raster or store to search")
+        self._check_model(model)
         stores = [self.store_for_raster(r, model) for r in rasters] + [self.store(s) for s in store_ids]
         names = {s.manifest["model"]["name"] for s in stores}
         if len(names) > 1:
@@ -162,6 +168,7 @@ class Engine:
         """Describe the tile at (x, y) (in ``crs``, default the raster CRS) or the tile ``tile_id``."""
         if not 1 <= top <= 50:
             raise BadInput(f"top must be 1..50, got {top}")
+        self._check_model(model)
         store = None
         if store_id:
             store = self.store(store_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ import shapely
 
 from engine import gpkg
 from engine.config import stores_dir
-from engine.errors import Conflict, CorruptData, NotFound
+from engine.errors import Conflict, CorruptData, DiskFull, NotFound
 from engine.raster import fingerprint
 
 FORMAT_VERSION = 1
@@ -42,6 +44,14 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _no_space(exc: OSError) -> bool:
+    """ENOSPC-like errors, and numpy's short write ("N requested and M written", no errno) on a full disk."""
+    return exc.errno in _NO_SPACE or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
+
+
 def atomic_write(path: Path, writer) -> None:
     """Call ``writer(tmp_path)``, fsync, then rename over ``path``; the temp file is removed on failure."""
     tmp = _tmp_name(path)
@@ -50,6 +60,11 @@ def atomic_write(path: Path, writer) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if _no_space(exc) and not isinstance(exc, DiskFull):
+            raise DiskFull(f"disk full while writing {path.name} in {path.parent}: free some space or point "
+                           "RSITR_CACHE at another disk; the store stays resumable") from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -70,8 +85,9 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 
 def atomic_save_npz(path: Path, **arrays) -> None:
     def _w(t: Path) -> None:
-        with open(t, "wb") as fh:
-            np.savez(fh, **arrays)
+        buf = io.BytesIO()  # zip in memory: a failed file write then leaves no half-closed ZipFile behind
+        np.savez(buf, **arrays)
+        t.write_bytes(buf.getvalue())
 
     atomic_write(path, _w)
 
@@ -287,11 +303,17 @@ def read_manifest(path: Path) -> dict:
         raise CorruptData(f"corrupted store {path.name}: manifest.json unreadable ({exc})") from None
 
 
+def check_store_id(store_id: str) -> str:
+    """``store_id`` when it is 16 lowercase hex characters (never a path), else NotFound."""
+    if not store_id or not all(ch in "0123456789abcdef" for ch in store_id) or len(store_id) != 16:
+        raise NotFound(f"unknown store: {store_id!r} (store ids are 16 hex characters)")
+    return store_id
+
+
 def open_store(store_id: str, root: Path | None = None, check_stale: bool = True) -> Store:
     """Open a complete store by id, validating files against the manifest."""
     root = root or stores_dir()
-    if not store_id or not all(ch in "0123456789abcdef" for ch in store_id) or len(store_id) != 16:
-        raise NotFound(f"unknown store: {store_id!r} (store ids are 16 hex characters)")
+    check_store_id(store_id)
     path = root / store_id
     if not path.is_dir():
         raise NotFound(f"unknown store: {store_id}")

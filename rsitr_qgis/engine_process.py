@@ -1,7 +1,8 @@
 """The engine as a child process (local mode) or a remote URL (remote mode).
 
-Local mode starts ``<interpreter> -m engine serve --host 127.0.0.1 --port P --token-file F --allowed-root D``
-with QProcess on a free loopback port and a clean environment, waits for the JSON ready line, reads the
+Local mode starts ``<interpreter> -m engine serve --host 127.0.0.1 --port P --token-file F --allowed-root D
+--parent-pid <QGIS pid>`` (the child exits by itself when QGIS dies without unloading the plugin) with QProcess
+on a free loopback port and a clean environment, waits for the JSON ready line, reads the
 token file, checks ``/health``, logs the child's stderr to the QGIS message log, restarts the child on the
 next action after it died, and stops it on ``stop()`` (called from the plugin's ``unload()``).
 """
@@ -179,6 +180,7 @@ class EngineManager(QObject):
         model_dir = self.settings.get("model_dir")
         if model_dir:
             args += ["--model", model_dir]
+        args += ["--parent-pid", str(os.getpid())]  # the child exits by itself if QGIS is killed
         return self.settings.interpreter(), args + list(self.extra_args)
 
     def start(self) -> None:

@@ -5,6 +5,7 @@ Every engine problem becomes a QgsProcessingException with a one-line message.""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from qgis.core import (
@@ -23,6 +24,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsRasterLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
@@ -35,6 +37,26 @@ from ..results_layer import crs_of, result_fields, results_to_features
 
 def tr(text: str) -> str:
     return QCoreApplication.translate("rsitr", text)
+
+
+def raster_file_problem(value) -> str:
+    """One-line reason why a raster parameter given as a file path cannot be used, or "" (layers, ids: "")."""
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("/vsi"):
+        return ""
+    path = value.split("|", 1)[0]
+    if not os.path.isabs(path) and not os.path.exists(path):
+        return ""  # a layer id or name in the project
+    if not os.path.exists(path):
+        return f"raster file not found: {path}"
+    if not os.path.isfile(path):
+        return f"not a file: {path}"
+    if os.path.getsize(path) == 0:
+        return f"zero-byte file, not a raster: {path}"
+    if not os.access(path, os.R_OK):
+        return f"raster not readable (permissions): {path}"
+    if not QgsRasterLayer(path, "check", "gdal").isValid():
+        return f"not a readable raster (GDAL cannot open it): {path}"
+    return ""
 
 
 class _EngineAlgorithm(QgsProcessingAlgorithm):
@@ -50,6 +72,14 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """Name the problem with a raster file (QGIS alone says 'not found' for any unloadable file)."""
+        for name in ("INPUT", "RASTER"):
+            why = raster_file_problem(parameters.get(name))
+            if why:
+                return False, f"{name}: {why}"
+        return super().checkParameterValues(parameters, context)
 
     def _connect(self, raster: str | None = None) -> None:
         manager = get_manager()

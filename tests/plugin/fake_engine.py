@@ -279,6 +279,19 @@ class Handler(BaseHTTPRequestHandler):
         job["state"] = "done"
 
 
+def _watch_parent(pid: int, srv) -> None:
+    """Like the real engine's ``--parent-pid``: stop serving once the parent process is gone."""
+    import threading
+    import time
+
+    def run() -> None:
+        while os.getppid() == pid:
+            time.sleep(0.5)
+        srv.shutdown()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fake_engine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -289,6 +302,7 @@ def main(argv=None) -> int:
     s.add_argument("--allowed-root", action="append", default=[])
     s.add_argument("--model", default=None)
     s.add_argument("--delay", type=float, default=float(os.environ.get("FAKE_ENGINE_DELAY", "0")))
+    s.add_argument("--parent-pid", type=int, default=None)
     a = p.parse_args(argv)
     tf = Path(a.token_file)
     tf.parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +314,8 @@ def main(argv=None) -> int:
     Handler.delay = a.delay
     load_stores()
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
+    if a.parent_pid:
+        _watch_parent(a.parent_pid, srv)
     print(json.dumps({"event": "ready", "url": f"http://{a.host}:{a.port}", "token_file": str(tf)}), flush=True)
     srv.serve_forever()
     return 0

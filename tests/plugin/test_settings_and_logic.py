@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -123,7 +124,7 @@ def test_engine_command_line(fresh_settings, tmp_path):
     ]
     roots = [args[i + 1] for i, a in enumerate(args) if a == "--allowed-root"]
     assert str((tmp_path / "data").resolve()) in roots
-    assert args[-2:] == ["--model", "/models/pir"]
+    assert args[-4:] == ["--model", "/models/pir", "--parent-pid", str(os.getpid())]
     assert not m.needs_root(str(tmp_path / "data" / "b.tif"))
     assert m.needs_root("/elsewhere/c.tif")
     m.deleteLater()

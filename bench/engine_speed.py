@@ -24,17 +24,28 @@ def make_10k(path: Path) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
-    prof = {"driver": "GTiff", "width": 10_000, "height": 10_000, "count": 3, "dtype": "uint8",
-            "crs": "EPSG:32633", "transform": from_origin(500_000, 5_000_000, 0.5, 0.5), "tiled": True,
-            "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
+    prof = {
+        "driver": "GTiff",
+        "width": 10_000,
+        "height": 10_000,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500_000, 5_000_000, 0.5, 0.5),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+    }
     rng = np.random.default_rng(0)
     with rasterio.open(path, "w", **prof) as dst:
         for y in range(0, 10_000, 1000):
-            yy, xx = np.mgrid[y:y + 1000, 0:10_000]
+            yy, xx = np.mgrid[y : y + 1000, 0:10_000]
             base = np.stack([(xx // 37) % 256, (yy // 53) % 256, ((xx + yy) // 91) % 256]).astype(np.int16)
             noise = rng.integers(-25, 25, size=base.shape, dtype=np.int16)
-            dst.write(np.clip(base + noise, 0, 255).astype(np.uint8),
-                      window=rasterio.windows.Window(0, y, 10_000, 1000))
+            dst.write(
+                np.clip(base + noise, 0, 255).astype(np.uint8), window=rasterio.windows.Window(0, y, 10_000, 1000)
+            )
     return path
 
 
@@ -69,9 +80,13 @@ def main() -> None:
             continue
         res = eng.index(path, IndexParams(tile=256))
         sbytes = sum(f.stat().st_size for f in res.path.iterdir() if f.is_file())
-        report[name] = {"tiles": res.n_tiles, "seconds": round(res.seconds, 2),
-                        "tiles_per_s": round(res.tiles_per_s, 1), "store_bytes": sbytes,
-                        "bytes_per_tile": round(sbytes / max(res.n_tiles, 1), 1)}
+        report[name] = {
+            "tiles": res.n_tiles,
+            "seconds": round(res.seconds, 2),
+            "tiles_per_s": round(res.tiles_per_s, 1),
+            "store_bytes": sbytes,
+            "bytes_per_tile": round(sbytes / max(res.n_tiles, 1), 1),
+        }
     lat = []
     for i in range(30):
         t = time.perf_counter()
@@ -100,7 +115,7 @@ def main() -> None:
     from engine.encoder import simhash
     from engine.search import prefilter_candidates
 
-    codes = np.concatenate([simhash(big32[i:i + 100_000]) for i in range(0, len(big32), 100_000)])
+    codes = np.concatenate([simhash(big32[i : i + 100_000]) for i in range(0, len(big32), 100_000)])
     qc = simhash(q[None])[0]
     t = time.perf_counter()
     for _ in range(5):

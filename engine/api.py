@@ -148,8 +148,14 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise StarletteHTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="RSITR engine", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(auth)])
+    app = FastAPI(
+        title="RSITR engine",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(auth)],
+    )
     app.state.engine, app.state.jobs = engine, jobs
 
     @app.middleware("http")
@@ -181,8 +187,11 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": " ".join(str(exc.detail).split())}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": " ".join(str(exc.detail).split())},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception):
@@ -195,8 +204,12 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
     @app.get("/health")
     def health() -> dict:
         enc = engine.encoder() if engine.default else None
-        return {"status": "ok", "version": __version__, "provider": enc.provider if enc else None,
-                "model": {"name": enc.meta.name, "version": enc.meta.version} if enc else None}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "provider": enc.provider if enc else None,
+            "model": {"name": enc.meta.name, "version": enc.meta.version} if enc else None,
+        }
 
     @app.get("/models")
     def models() -> dict:
@@ -206,15 +219,20 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
     def stores() -> dict:
         from engine.store import list_stores
 
-        return {"stores": [{k: s[k] for k in ("store_id", "raster", "model", "n_tiles", "state", "bytes")}
-                           for s in list_stores(engine.root)]}
+        return {
+            "stores": [
+                {k: s[k] for k in ("store_id", "raster", "model", "n_tiles", "state", "bytes")}
+                for s in list_stores(engine.root)
+            ]
+        }
 
     @app.post("/index", status_code=202, response_model=JobAccepted)
     def index(req: IndexRequest) -> dict:
         path = check_raster_path(req.raster, roots)
         engine.encoder(req.model)  # unknown model -> 404 now, not in the job
-        params = IndexParams(tile=req.tile, stride=req.stride, bands=req.bands, gsd=req.gsd,
-                             max_invalid=req.max_invalid)
+        params = IndexParams(
+            tile=req.tile, stride=req.stride, bands=req.bands, gsd=req.gsd, max_invalid=req.max_invalid
+        )
 
         def run(job) -> str:
             def progress(done: int, total: int) -> None:

@@ -88,14 +88,20 @@ def parse_meta(data: dict, path: Path) -> ModelMeta:
         _need(isinstance(data[key], int) and 1 <= data[key] <= 8192, path, f"{key} must be an integer 1..8192")
     for key in ("mean", "std"):
         v = data[key]
-        _need(isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) for x in v),
-              path, f"{key} must be a list of 3 numbers")
+        _need(
+            isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) for x in v),
+            path,
+            f"{key} must be a list of 3 numbers",
+        )
     _need(all(x > 0 for x in data["std"]), path, "std values must be positive")
     interp = data.get("interpolation", "bicubic")
     _need(interp in INTERPOLATIONS, path, f"interpolation must be one of {INTERPOLATIONS}")
     text_inputs = tuple(data.get("text_inputs", ["input_ids"]))
-    _need(text_inputs and text_inputs[0] == "input_ids" and set(text_inputs) <= {"input_ids", "attention_mask"},
-          path, "text_inputs must be ['input_ids'] or ['input_ids', 'attention_mask']")
+    _need(
+        text_inputs and text_inputs[0] == "input_ids" and set(text_inputs) <= {"input_ids", "attention_mask"},
+        path,
+        "text_inputs must be ['input_ids'] or ['input_ids', 'attention_mask']",
+    )
     ctx = data.get("context_length", 77)
     _need(isinstance(ctx, int) and 1 <= ctx <= 4096, path, "context_length must be an integer 1..4096")
     gsd = data.get("gsd_m")
@@ -103,12 +109,21 @@ def parse_meta(data: dict, path: Path) -> ModelMeta:
     hb = data.get("hash_bits")
     _need(hb is None or (isinstance(hb, int) and hb > 0 and hb % 8 == 0), path, "hash_bits must be a multiple of 8")
     return ModelMeta(
-        name=data["name"], version=str(data["version"]), embed_dim=data["embed_dim"],
-        image_size=data["image_size"], mean=tuple(map(float, data["mean"])), std=tuple(map(float, data["std"])),
-        interpolation=interp, context_length=ctx, pad_token_id=int(data.get("pad_token_id", 0)),
-        text_inputs=text_inputs, lowercase=bool(data.get("lowercase", False)),
-        gsd_m=float(gsd) if gsd else None, hash_bits=hb,
-        logit_scale=float(data.get("logit_scale", 100.0)), raw=data,
+        name=data["name"],
+        version=str(data["version"]),
+        embed_dim=data["embed_dim"],
+        image_size=data["image_size"],
+        mean=tuple(map(float, data["mean"])),
+        std=tuple(map(float, data["std"])),
+        interpolation=interp,
+        context_length=ctx,
+        pad_token_id=int(data.get("pad_token_id", 0)),
+        text_inputs=text_inputs,
+        lowercase=bool(data.get("lowercase", False)),
+        gsd_m=float(gsd) if gsd else None,
+        hash_bits=hb,
+        logit_scale=float(data.get("logit_scale", 100.0)),
+        raw=data,
     )
 
 
@@ -144,6 +159,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             class_emb = np.load(npy, allow_pickle=False).astype(np.float32)
         except (OSError, ValueError) as exc:
             raise CorruptData(f"invalid model bundle {p}: scene_class_embeddings.npy unreadable ({exc})") from None
-        _need(class_emb.shape == (len(classes), meta.embed_dim), p,
-              f"scene_class_embeddings.npy has shape {class_emb.shape}, expected ({len(classes)}, {meta.embed_dim})")
+        _need(
+            class_emb.shape == (len(classes), meta.embed_dim),
+            p,
+            f"scene_class_embeddings.npy has shape {class_emb.shape}, expected ({len(classes)}, {meta.embed_dim})",
+        )
     return Bundle(path=p, meta=meta, classes=classes, prompts=prompts, class_embeddings=class_emb)

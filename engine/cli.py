@@ -41,8 +41,14 @@ def cmd_index(args) -> int:
     from engine.indexer import IndexParams
 
     eng = _engine(args)
-    params = IndexParams(tile=args.tile, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd,
-                         max_invalid=args.max_invalid, batch_size=args.batch_size)
+    params = IndexParams(
+        tile=args.tile,
+        stride=args.stride,
+        bands=_bands(args.bands),
+        gsd=args.gsd,
+        max_invalid=args.max_invalid,
+        batch_size=args.batch_size,
+    )
     bar = None
     t0 = time.perf_counter()
     show = not args.json and not args.quiet
@@ -67,16 +73,31 @@ def cmd_index(args) -> int:
         raise
     if bar is not None:
         bar.close()
-    data = {"store_id": res.store_id, "path": str(res.path), "n_tiles": res.n_tiles, "n_skipped": res.n_skipped,
-            "n_windows": res.n_windows, "seconds": round(time.perf_counter() - t0, 3),
-            "tiles_per_s": round(res.tiles_per_s, 2), "provider": res.provider, "reused": res.reused,
-            "resumed_chunks": res.resumed_chunks}
+    data = {
+        "store_id": res.store_id,
+        "path": str(res.path),
+        "n_tiles": res.n_tiles,
+        "n_skipped": res.n_skipped,
+        "n_windows": res.n_windows,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "tiles_per_s": round(res.tiles_per_s, 2),
+        "provider": res.provider,
+        "reused": res.reused,
+        "resumed_chunks": res.resumed_chunks,
+    }
     if res.n_tiles == 0 and res.n_windows:
-        print(f"warning: every tile has more than {params.max_invalid:.0%} invalid pixels; "
-              "try --max-invalid 0.9 or check the nodata value", file=sys.stderr)
+        print(
+            f"warning: every tile has more than {params.max_invalid:.0%} invalid pixels; "
+            "try --max-invalid 0.9 or check the nodata value",
+            file=sys.stderr,
+        )
     word = "reused existing store" if res.reused else f"{res.tiles_per_s:.1f} tiles/s on {res.provider}"
-    _emit(args, data, f"store {res.store_id}: {res.n_tiles} tiles indexed, {res.n_skipped} skipped "
-                      f"(more than {params.max_invalid:.0%} invalid pixels); {word}")
+    _emit(
+        args,
+        data,
+        f"store {res.store_id}: {res.n_tiles} tiles indexed, {res.n_skipped} skipped "
+        f"(more than {params.max_invalid:.0%} invalid pixels); {word}",
+    )
     return 0
 
 
@@ -89,14 +110,17 @@ def cmd_search(args) -> int:
     if args.aoi:
         aoi = _read_aoi(args.aoi)
     eng = _engine(args, need_model=bool(args.raster))
-    res = eng.search(args.query, rasters=args.raster or [], store_ids=args.store or [], k=args.k,
-                     threshold=args.threshold, aoi=aoi)
+    res = eng.search(
+        args.query, rasters=args.raster or [], store_ids=args.store or [], k=args.k, threshold=args.threshold, aoi=aoi
+    )
     if args.out:
         from engine.search import write_results
 
         write_results(res, args.out)
-    lines = [f"{r['rank']:>4}  {r['score']:.4f}  tile {r['tile_id']:<6} {Path(r['raster']).name} "
-             f"window={r['window']}" for r in res["results"]]
+    lines = [
+        f"{r['rank']:>4}  {r['score']:.4f}  tile {r['tile_id']:<6} {Path(r['raster']).name} window={r['window']}"
+        for r in res["results"]
+    ]
     _emit(args, res, "\n".join(lines + [f"{len(lines)} results in {res['took_ms']:.1f} ms"]))
     return 0
 
@@ -120,8 +144,9 @@ def cmd_describe(args) -> int:
     if args.tile_id is None and (args.x is None or args.y is None):
         raise BadInput("describe needs --x and --y (or --tile-id with --store)")
     eng = _engine(args, need_model=not args.store)
-    res = eng.describe(raster=args.raster, store_id=args.store, x=args.x, y=args.y, crs=args.crs,
-                       tile_id=args.tile_id, top=args.top)
+    res = eng.describe(
+        raster=args.raster, store_id=args.store, x=args.x, y=args.y, crs=args.crs, tile_id=args.tile_id, top=args.top
+    )
     lines = [f"tile {res['tile_id']} of store {res['store_id']}"]
     lines += [f"  class {c['name']:<20} {c['probability']:.3f}" for c in res["classes"]]
     lines += [f"  {d['score']:.3f}  {d['text']}" for d in res["descriptions"]]
@@ -133,10 +158,16 @@ def cmd_describe(args) -> int:
 def cmd_info(args) -> int:
     eng = _engine(args, need_model=False)
     res = eng.info()
-    lines = [f"rsitr engine {res['version']}", f"provider: {res['provider'] or 'n/a (no model)'}",
-             f"available providers: {', '.join(res['available_providers'])}", f"stores dir: {res['stores_dir']}"]
-    lines += [f"model: {m['name']} {m['version']} dim={m['embed_dim']} {m['path']}"
-              + (" (default)" if m["default"] else "") for m in res["models"]]
+    lines = [
+        f"rsitr engine {res['version']}",
+        f"provider: {res['provider'] or 'n/a (no model)'}",
+        f"available providers: {', '.join(res['available_providers'])}",
+        f"stores dir: {res['stores_dir']}",
+    ]
+    lines += [
+        f"model: {m['name']} {m['version']} dim={m['embed_dim']} {m['path']}" + (" (default)" if m["default"] else "")
+        for m in res["models"]
+    ]
     lines.append(f"stores: {len(res['stores'])}")
     _emit(args, res, "\n".join(lines))
     return 0
@@ -147,8 +178,11 @@ def cmd_stores(args) -> int:
 
     if args.action == "list":
         stores = list_stores()
-        lines = [f"{s['store_id']}  {s['state']:<9} {s['n_tiles']:>7} tiles {s['bytes'] / 1e6:8.2f} MB  "
-                 f"{s['model']}  {s['raster']}" for s in stores] or ["no stores"]
+        lines = [
+            f"{s['store_id']}  {s['state']:<9} {s['n_tiles']:>7} tiles {s['bytes'] / 1e6:8.2f} MB  "
+            f"{s['model']}  {s['raster']}"
+            for s in stores
+        ] or ["no stores"]
         _emit(args, {"stores": stores}, "\n".join(lines))
     else:
         if not args.ids and not args.all and not args.stale:
@@ -237,8 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -263,5 +295,3 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
         print(f"error: internal: {one_line(exc)}", file=sys.stderr)
         return EXIT_INTERNAL
-
-

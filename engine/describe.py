@@ -36,8 +36,14 @@ class Vocabulary:
         d = json.loads((path or PROMPTS_DIR / "descriptions.json").read_text(encoding="utf-8"))
         elements = [e for group in d["elements"].values() for e in group]
         lim = d.get("limits", {})
-        return cls(d["scenes"], elements, d["templates"], d.get("pair_templates", []),
-                   lim.get("scenes", 4), lim.get("elements", 4))
+        return cls(
+            d["scenes"],
+            elements,
+            d["templates"],
+            d.get("pair_templates", []),
+            lim.get("scenes", 4),
+            lim.get("elements", 4),
+        )
 
     @property
     def scene_phrases(self) -> list[str]:
@@ -114,8 +120,9 @@ def nearest_captions(emb: np.ndarray, bank: CaptionBank | None, top: int) -> lis
     return [{"text": bank.texts[i], "score": round(float(s[i]), 6)} for i in order]
 
 
-def describe_embedding(emb: np.ndarray, encoder: Encoder, vocab: Vocabulary, bank: CaptionBank | None,
-                       top: int = 5) -> dict:
+def describe_embedding(
+    emb: np.ndarray, encoder: Encoder, vocab: Vocabulary, bank: CaptionBank | None, top: int = 5
+) -> dict:
     """Classes, descriptions and captions for one L2-normalised image embedding."""
     emb = np.asarray(emb, dtype=np.float32)
     emb = emb / max(float(np.linalg.norm(emb)), 1e-12)

@@ -79,12 +79,8 @@ class Encoder:
         if len(inp) != 1 or inp[0].name != "image":
             raise CorruptData(f"invalid model bundle {path}: image_encoder.onnx must have one input named 'image'")
         shape = inp[0].shape
-        if len(shape) != 4 or _static(shape[1]) not in (3, None) or any(
-            _static(x) not in (s, None) for x in shape[2:]
-        ):
-            raise CorruptData(
-                f"invalid model bundle {path}: image input shape {shape} does not match [N,3,{s},{s}]"
-            )
+        if len(shape) != 4 or _static(shape[1]) not in (3, None) or any(_static(x) not in (s, None) for x in shape[2:]):
+            raise CorruptData(f"invalid model bundle {path}: image input shape {shape} does not match [N,3,{s},{s}]")
         names = {i.name for i in self.text.get_inputs()}
         if names != set(self.meta.text_inputs):
             raise CorruptData(
@@ -130,7 +126,7 @@ class Encoder:
                     missing.append(i)
                 out.append(hit)
         for start in range(0, len(missing), batch_size):
-            idx = missing[start:start + batch_size]
+            idx = missing[start : start + batch_size]
             emb = self._run_text([texts[i] for i in idx])
             with self._lock:
                 for j, i in enumerate(idx):

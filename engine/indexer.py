@@ -94,25 +94,52 @@ def plan_index(raster: str | Path, encoder: Encoder, params: IndexParams) -> Ind
         warnings.warn(f"{info.path} has no georeference: tile footprints are in pixel coordinates", stacklevel=2)
     fp = fingerprint(info.path)
     model = {"name": meta.name, "version": meta.version, "embed_dim": meta.embed_dim}
-    grid_d = {"tile": gp.tile, "stride": gp.step, "bands": bands, "scale": round(scale, 9),
-              "gsd": params.gsd if explicit else (meta.gsd_m if scale != 1.0 else None),
-              "max_invalid": params.max_invalid}
+    grid_d = {
+        "tile": gp.tile,
+        "stride": gp.step,
+        "bands": bands,
+        "scale": round(scale, 9),
+        "gsd": params.gsd if explicit else (meta.gsd_m if scale != 1.0 else None),
+        "max_invalid": params.max_invalid,
+    }
     sid = make_store_id(fp, model, grid_d)
     manifest = {
-        "format_version": 1, "store_id": sid, "state": "partial",
-        "raster": {"path": info.path, "fingerprint": fp, "width": info.width, "height": info.height,
-                   "crs_wkt": info.crs_wkt, "authid": info.authid, "transform": list(info.transform),
-                   "dtype": info.dtype, "georeferenced": info.georeferenced},
-        "model": {**model, "path": str(encoder.bundle.path)}, "grid": grid_d, "codes_kind": encoder.code_kind,
+        "format_version": 1,
+        "store_id": sid,
+        "state": "partial",
+        "raster": {
+            "path": info.path,
+            "fingerprint": fp,
+            "width": info.width,
+            "height": info.height,
+            "crs_wkt": info.crs_wkt,
+            "authid": info.authid,
+            "transform": list(info.transform),
+            "dtype": info.dtype,
+            "georeferenced": info.georeferenced,
+        },
+        "model": {**model, "path": str(encoder.bundle.path)},
+        "grid": grid_d,
+        "codes_kind": encoder.code_kind,
         "stretch": {"lo": stretch.lo, "hi": stretch.hi, "identity": stretch.identity},
-        "n_windows": len(grid), "n_tiles": 0, "n_skipped": 0, "engine_version": __version__,
+        "n_windows": len(grid),
+        "n_tiles": 0,
+        "n_skipped": 0,
+        "engine_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return IndexPlan(sid, grid, bands, stretch, manifest, info)
 
 
-def _producer(raster, plan: IndexPlan, encoder: Encoder, params: IndexParams, chunks: list[int],
-              out: queue.Queue, stop: threading.Event) -> None:
+def _producer(
+    raster,
+    plan: IndexPlan,
+    encoder: Encoder,
+    params: IndexParams,
+    chunks: list[int],
+    out: queue.Queue,
+    stop: threading.Event,
+) -> None:
     """Read, mask, stretch and preprocess windows of the given chunks; batches go to ``out``."""
     from engine.raster import read_tile
 
@@ -133,12 +160,26 @@ def _producer(raster, plan: IndexPlan, encoder: Encoder, params: IndexParams, ch
                     valid.append(vf)
                     tiles.append(rgb)
                     if len(tiles) == params.batch_size:
-                        out.put(("batch", c, idx, valid, prepare(tiles, meta.image_size, meta.mean, meta.std,
-                                                                  meta.interpolation)))
+                        out.put(
+                            (
+                                "batch",
+                                c,
+                                idx,
+                                valid,
+                                prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation),
+                            )
+                        )
                         idx, valid, tiles = [], [], []
                 if tiles:
-                    out.put(("batch", c, idx, valid, prepare(tiles, meta.image_size, meta.mean, meta.std,
-                                                              meta.interpolation)))
+                    out.put(
+                        (
+                            "batch",
+                            c,
+                            idx,
+                            valid,
+                            prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation),
+                        )
+                    )
                 out.put(("end", c, skipped, None, None))
     except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
         out.put(("error", exc, None, None, None))
@@ -170,8 +211,9 @@ def index_raster(
             if m.get("state") == "complete" and (path / "embeddings.npy").is_file():
                 if progress:
                     progress(n, n)
-                return IndexResult(plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0,
-                                   encoder.provider, reused=True)
+                return IndexResult(
+                    plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, reused=True
+                )
         writer = StoreWriter(path, plan.manifest, params.chunk_tiles)
         n_chunks = (n + params.chunk_tiles - 1) // params.chunk_tiles
         done = writer.done_chunks()
@@ -181,8 +223,9 @@ def index_raster(
             progress(done_windows, n)
         q: queue.Queue = queue.Queue(maxsize=4)
         stop = threading.Event()
-        th = threading.Thread(target=_producer, args=(raster, plan, encoder, params, todo, q, stop),
-                              name="rsitr-prefetch", daemon=True)
+        th = threading.Thread(
+            target=_producer, args=(raster, plan, encoder, params, todo, q, stop), name="rsitr-prefetch", daemon=True
+        )
         th.start()
         embedded = 0
         acc: dict[int, list] = {}
@@ -221,10 +264,19 @@ def index_raster(
                     q.get(timeout=0.1)
                 except queue.Empty:
                     pass
-        manifest = writer.finalize(n_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt,
-                                   plan.info.authid, encoder.meta.embed_dim)
+        manifest = writer.finalize(
+            n_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt, plan.info.authid, encoder.meta.embed_dim
+        )
     enforce_cap(cache_max_bytes(), keep=plan.store_id, root=root)
     secs = time.perf_counter() - t0
-    return IndexResult(plan.store_id, path, manifest["n_tiles"], manifest["n_skipped"], n, secs,
-                       embedded / secs if secs > 0 else 0.0, encoder.provider,
-                       resumed_chunks=len(done))
+    return IndexResult(
+        plan.store_id,
+        path,
+        manifest["n_tiles"],
+        manifest["n_skipped"],
+        n,
+        secs,
+        embedded / secs if secs > 0 else 0.0,
+        encoder.provider,
+        resumed_chunks=len(done),
+    )

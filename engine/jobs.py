@@ -25,8 +25,16 @@ class Job:
 
     def as_dict(self) -> dict:
         progress = 1.0 if self.state == "done" else (self.done / self.total if self.total else 0.0)
-        return {"job_id": self.job_id, "raster": self.raster, "state": self.state, "progress": round(progress, 4),
-                "done": self.done, "total": self.total, "store_id": self.store_id, "error": self.error}
+        return {
+            "job_id": self.job_id,
+            "raster": self.raster,
+            "state": self.state,
+            "progress": round(progress, 4),
+            "done": self.done,
+            "total": self.total,
+            "store_id": self.store_id,
+            "error": self.error,
+        }
 
 
 class JobManager:

@@ -175,8 +175,9 @@ def compute_stretch(src, bands: list[int]) -> Stretch:
     try:
         return _compute_stretch(src, bands)
     except rasterio.errors.RasterioError as exc:
-        raise BadInput(f"cannot read pixels of {src.name} (truncated or corrupted file?): "
-                       f"{' '.join(str(exc).split())[:200]}") from None
+        raise BadInput(
+            f"cannot read pixels of {src.name} (truncated or corrupted file?): {' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 def _compute_stretch(src, bands: list[int]) -> Stretch:
@@ -251,8 +252,10 @@ def read_tile(src, grid: Grid, window: Window, bands: list[int], stretch: Stretc
         data = src.read(uniq, window=win, out_shape=(len(uniq), oh, ow), resampling=resampling)
         mask = valid_mask(src, data, win, (oh, ow))
     except rasterio.errors.RasterioError as exc:
-        raise BadInput(f"cannot read pixels of {src.name} at window {window.x_off},{window.y_off} "
-                       f"(truncated or corrupted file?): {' '.join(str(exc).split())[:200]}") from None
+        raise BadInput(
+            f"cannot read pixels of {src.name} at window {window.x_off},{window.y_off} "
+            f"(truncated or corrupted file?): {' '.join(str(exc).split())[:200]}"
+        ) from None
     lut = {b: i for i, b in enumerate(uniq)}
     rgb = stretch.apply(np.stack([data[lut[b]] for b in bands], axis=-1))
     rgb[~mask] = 0
@@ -290,11 +293,13 @@ def bbox_lonlat_many(crs_wkt: str, bounds: list[tuple[float, float, float, float
 
     t = np.linspace(0.0, 1.0, densify)
     b = np.asarray(bounds, dtype=np.float64)
-    x0, y0, x1, y1 = (b[:, i:i + 1] for i in range(4))
-    xs = np.concatenate([x0 + (x1 - x0) * t, x0 + (x1 - x0) * t, np.repeat(x0, densify, 1),
-                         np.repeat(x1, densify, 1)], axis=1)
-    ys = np.concatenate([np.repeat(y0, densify, 1), np.repeat(y1, densify, 1), y0 + (y1 - y0) * t,
-                         y0 + (y1 - y0) * t], axis=1)
+    x0, y0, x1, y1 = (b[:, i : i + 1] for i in range(4))
+    xs = np.concatenate(
+        [x0 + (x1 - x0) * t, x0 + (x1 - x0) * t, np.repeat(x0, densify, 1), np.repeat(x1, densify, 1)], axis=1
+    )
+    ys = np.concatenate(
+        [np.repeat(y0, densify, 1), np.repeat(y1, densify, 1), y0 + (y1 - y0) * t, y0 + (y1 - y0) * t], axis=1
+    )
     try:
         lon, lat = transform(_crs(crs_wkt), "EPSG:4326", xs.ravel().tolist(), ys.ravel().tolist())
     except Exception:  # noqa: BLE001 - projection failure (e.g. out of domain)
@@ -304,8 +309,9 @@ def bbox_lonlat_many(crs_wkt: str, bounds: list[tuple[float, float, float, float
     out = []
     for i in range(len(bounds)):
         lo, la = lon[i][np.isfinite(lon[i])], lat[i][np.isfinite(lat[i])]
-        out.append([float(lo.min()), float(la.min()), float(lo.max()), float(la.max())] if lo.size and la.size
-                   else None)
+        out.append(
+            [float(lo.min()), float(la.min()), float(lo.max()), float(la.max())] if lo.size and la.size else None
+        )
     return out
 
 

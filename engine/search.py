@@ -31,7 +31,7 @@ def exact_scores(emb: np.ndarray, q: np.ndarray) -> np.ndarray:
         return emb @ q
     out = np.empty(emb.shape[0], dtype=np.float32)
     for s in range(0, emb.shape[0], SCAN_ROWS):
-        out[s:s + SCAN_ROWS] = np.asarray(emb[s:s + SCAN_ROWS], dtype=np.float32) @ q
+        out[s : s + SCAN_ROWS] = np.asarray(emb[s : s + SCAN_ROWS], dtype=np.float32) @ q
     return out
 
 
@@ -40,8 +40,8 @@ def hamming(codes: np.ndarray, qcode: np.ndarray) -> np.ndarray:
     out = np.empty(codes.shape[0], dtype=np.int32)
     words = codes.shape[1] % 8 == 0
     for s in range(0, codes.shape[0], SCAN_ROWS):
-        x = np.bitwise_xor(np.ascontiguousarray(codes[s:s + SCAN_ROWS]), qcode)
-        out[s:s + SCAN_ROWS] = _popcount64(x.view(np.uint64)).sum(axis=1) if words else _POPCOUNT8[x].sum(axis=1)
+        x = np.bitwise_xor(np.ascontiguousarray(codes[s : s + SCAN_ROWS]), qcode)
+        out[s : s + SCAN_ROWS] = _popcount64(x.view(np.uint64)).sum(axis=1) if words else _POPCOUNT8[x].sum(axis=1)
     return out
 
 
@@ -102,8 +102,12 @@ def search_stores(
         n = st.embeddings.shape[0]
         if n == 0:
             continue
-        use_pf = (prefilter if prefilter is not None else n >= PREFILTER_MIN_TILES) and st.codes is not None \
-            and qcode is not None and aoi is None
+        use_pf = (
+            (prefilter if prefilter is not None else n >= PREFILTER_MIN_TILES)
+            and st.codes is not None
+            and qcode is not None
+            and aoi is None
+        )
         if use_pf:
             cand = prefilter_candidates(st.codes, qcode, n_candidates or max(50 * k, 2000))
             cand.sort()
@@ -140,11 +144,20 @@ def hit_records(hits: list[Hit]) -> list[dict]:
     for i, (h, poly) in enumerate(zip(hits, polys, strict=True)):
         r = h.store.manifest["raster"]
         x, y, w, hh = (int(v) for v in h.store.windows[h.tile_id])
-        out.append({
-            "rank": i + 1, "score": round(h.score, 6), "tile_id": h.tile_id, "store_id": h.store.store_id,
-            "raster": r["path"], "window": [x, y, w, hh], "crs": r.get("crs_wkt", ""),
-            "authid": r.get("authid", ""), "geometry": shapely.geometry.mapping(poly), "bbox_lonlat": bboxes[i],
-        })
+        out.append(
+            {
+                "rank": i + 1,
+                "score": round(h.score, 6),
+                "tile_id": h.tile_id,
+                "store_id": h.store.store_id,
+                "raster": r["path"],
+                "window": [x, y, w, hh],
+                "crs": r.get("crs_wkt", ""),
+                "authid": r.get("authid", ""),
+                "geometry": shapely.geometry.mapping(poly),
+                "bbox_lonlat": bboxes[i],
+            }
+        )
     return out
 
 
@@ -152,10 +165,13 @@ def run_search(stores, encoder, query: str, k: int = 20, threshold=None, aoi=Non
     """Text query -> response dict (``query``, ``took_ms``, ``results``)."""
     t0 = time.perf_counter()
     for st in stores:
-        if st.manifest["model"]["embed_dim"] != encoder.meta.embed_dim or \
-                st.manifest["model"]["name"] != encoder.meta.name:
-            raise BadInput(f"store {st.store_id} was indexed with model {st.manifest['model']['name']}, "
-                           f"not {encoder.meta.name}")
+        if (
+            st.manifest["model"]["embed_dim"] != encoder.meta.embed_dim
+            or st.manifest["model"]["name"] != encoder.meta.name
+        ):
+            raise BadInput(
+                f"store {st.store_id} was indexed with model {st.manifest['model']['name']}, not {encoder.meta.name}"
+            )
     q = encoder.embed_query(query)
     need_codes = prefilter or (prefilter is None and any(s.embeddings.shape[0] >= PREFILTER_MIN_TILES for s in stores))
     qcode = encoder.text_codes(q[None])[0] if need_codes else None
@@ -195,13 +211,22 @@ def write_results(response: dict, path: str) -> None:
     if p.suffix.lower() in (".geojson", ".json"):
         atomic_write(p, lambda t: t.write_text(json.dumps(fc), encoding="utf-8"))
     elif p.suffix.lower() == ".gpkg":
-        cols = [("rank", int), ("score", float), ("tile_id", int), ("store_id", str), ("raster", str),
-                ("authid", str), ("window", str), ("query", str)]
+        cols = [
+            ("rank", int),
+            ("score", float),
+            ("tile_id", int),
+            ("store_id", str),
+            ("raster", str),
+            ("authid", str),
+            ("window", str),
+            ("query", str),
+        ]
         rows = [[f["properties"][c] for c, _ in cols] for f in fc["features"]]
         geoms = [shapely.geometry.shape(f["geometry"]) for f in fc["features"]]
         from rasterio.crs import CRS
 
-        atomic_write(p, lambda t: gpkg.write_layer(t, "results", cols, rows, geoms,
-                                                   CRS.from_epsg(4326).to_wkt(), "EPSG:4326"))
+        atomic_write(
+            p, lambda t: gpkg.write_layer(t, "results", cols, rows, geoms, CRS.from_epsg(4326).to_wkt(), "EPSG:4326")
+        )
     else:
         raise BadInput(f"--out must end with .geojson, .json or .gpkg, got {p.name}")

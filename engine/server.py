@@ -83,8 +83,15 @@ def serve(args) -> int:
     engine = Engine(default_model=require_model_dir(args.model), caption_bank=args.captions)
     engine.encoder()  # load the default bundle before announcing readiness
     app = create_app(engine, token, roots)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            server_header=False, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
 
     def announce() -> None:
@@ -98,8 +105,7 @@ def serve(args) -> int:
         except (AttributeError, IndexError):
             pass
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(json.dumps({"event": "ready", "url": f"http://{host}:{port}", "token_file": str(token_file)}),
-              flush=True)
+        print(json.dumps({"event": "ready", "url": f"http://{host}:{port}", "token_file": str(token_file)}), flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
     _watch_lifelines(args, server)

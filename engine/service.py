@@ -24,8 +24,14 @@ from engine.store import Store, check_store_id, current_fingerprint, list_stores
 class Engine:
     """Loaded bundles (lazily), store cache and the operations; safe to share between threads."""
 
-    def __init__(self, models: list[Path] | None = None, default_model: Path | None = None,
-                 root: Path | None = None, caption_bank: Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        models: list[Path] | None = None,
+        default_model: Path | None = None,
+        root: Path | None = None,
+        caption_bank: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.root = Path(root) if root else stores_dir()
         explicit = [Path(m) for m in (models or [])]
         if default_model is not None:
@@ -83,12 +89,26 @@ class Engine:
         return self.encoder(m["name"])
 
     def models(self) -> list[dict]:
-        return [{"name": b.meta.name, "version": b.meta.version, "path": str(b.path),
-                 "embed_dim": b.meta.embed_dim, "default": n == self.default} for n, b in self.bundles.items()]
+        return [
+            {
+                "name": b.meta.name,
+                "version": b.meta.version,
+                "path": str(b.path),
+                "embed_dim": b.meta.embed_dim,
+                "default": n == self.default,
+            }
+            for n, b in self.bundles.items()
+        ]
 
     # ------------------------------------------------------------ index
-    def index(self, raster: str | Path, params: IndexParams | None = None, model: str | None = None,
-              progress=None, cancel: threading.Event | None = None) -> IndexResult:
+    def index(
+        self,
+        raster: str | Path,
+        params: IndexParams | None = None,
+        model: str | None = None,
+        progress=None,
+        cancel: threading.Event | None = None,
+    ) -> IndexResult:
         return index_raster(raster, self.encoder(model), params, self.root, progress, cancel)
 
     # ------------------------------------------------------------ stores
@@ -104,8 +124,10 @@ class Engine:
             cached = self._stores.get(key) if key else None
         if cached is not None:
             if cached.is_stale():
-                raise Conflict(f"store {store_id} is stale: {cached.raster_path} changed or vanished since it "
-                               "was indexed; re-run index")
+                raise Conflict(
+                    f"store {store_id} is stale: {cached.raster_path} changed or vanished since it "
+                    "was indexed; re-run index"
+                )
             return cached
         store = open_store(store_id, self.root)
         if key:
@@ -137,8 +159,17 @@ class Engine:
         raise NotFound(f"raster not indexed with model {name}: {path}; run index first")
 
     # ------------------------------------------------------------ search
-    def search(self, query: str, rasters=(), store_ids=(), k: int = 20, threshold=None, aoi=None,
-               model: str | None = None, prefilter=None) -> dict:
+    def search(
+        self,
+        query: str,
+        rasters=(),
+        store_ids=(),
+        k: int = 20,
+        threshold=None,
+        aoi=None,
+        model: str | None = None,
+        prefilter=None,
+    ) -> dict:
         if not rasters and not store_ids:
             raise BadInput("give at least one raster or store to search")
         self._check_model(model)
@@ -163,8 +194,9 @@ class Engine:
             self._bank = CaptionBank.load(self._caption_path, enc.meta.embed_dim, enc.meta.name)
         return self._bank
 
-    def describe(self, raster=None, store_id=None, x=None, y=None, crs=None, tile_id=None, top: int = 5,
-                 model: str | None = None) -> dict:
+    def describe(
+        self, raster=None, store_id=None, x=None, y=None, crs=None, tile_id=None, top: int = 5, model: str | None = None
+    ) -> dict:
         """Describe the tile at (x, y) (in ``crs``, default the raster CRS) or the tile ``tile_id``."""
         if not 1 <= top <= 50:
             raise BadInput(f"top must be 1..50, got {top}")
@@ -192,9 +224,12 @@ class Engine:
             if not 0 <= int(tile_id) < store.embeddings.shape[0]:
                 raise NotFound(f"tile {tile_id} does not exist in store {store.store_id}")
             emb = np.asarray(store.embeddings[int(tile_id)], dtype=np.float32)
-            out = {"tile_id": int(tile_id), "store_id": store.store_id,
-                   "geometry": _mapping(store.polygons()[int(tile_id)]),
-                   "authid": store.manifest["raster"].get("authid", "")}
+            out = {
+                "tile_id": int(tile_id),
+                "store_id": store.store_id,
+                "geometry": _mapping(store.polygons()[int(tile_id)]),
+                "authid": store.manifest["raster"].get("authid", ""),
+            }
         else:
             if x is None or y is None:
                 raise BadInput("describe of a raster that is not indexed needs x and y")
@@ -218,8 +253,7 @@ class Engine:
         meta = enc.meta
         with open_raster(raster) as src:
             info = raster_info(src, select_bands(src))
-            r = {"transform": list(info.transform), "crs_wkt": info.crs_wkt, "width": src.width,
-                 "height": src.height}
+            r = {"transform": list(info.transform), "crs_wkt": info.crs_wkt, "width": src.width, "height": src.height}
             px, py = _to_pixel(r, x, y, crs)
             gp = GridParams(tile=256, scale=resample_scale(src, meta.gsd_m, False))
             grid = Grid(src.width, src.height, gp)
@@ -241,8 +275,14 @@ class Engine:
         from engine.encoder import choose_providers
 
         provider = self.encoder().provider if self.default else f"{choose_providers()[0]} (no model loaded)"
-        return {"version": __version__, "provider": provider, "available_providers": ort.get_available_providers(),
-                "models": self.models(), "stores_dir": str(self.root), "stores": list_stores(self.root)}
+        return {
+            "version": __version__,
+            "provider": provider,
+            "available_providers": ort.get_available_providers(),
+            "models": self.models(),
+            "stores_dir": str(self.root),
+            "stores": list_stores(self.root),
+        }
 
 
 def _mapping(poly) -> dict:

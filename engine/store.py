@@ -25,8 +25,14 @@ from engine.raster import fingerprint
 
 FORMAT_VERSION = 1
 TILE_COLUMNS = (
-    ("tile_id", int), ("col", int), ("row", int), ("x_off", int), ("y_off", int),
-    ("width", int), ("height", int), ("valid_fraction", float),
+    ("tile_id", int),
+    ("col", int),
+    ("row", int),
+    ("x_off", int),
+    ("y_off", int),
+    ("width", int),
+    ("height", int),
+    ("valid_fraction", float),
 )
 
 
@@ -62,8 +68,10 @@ def atomic_write(path: Path, writer) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         if _no_space(exc) and not isinstance(exc, DiskFull):
-            raise DiskFull(f"disk full while writing {path.name} in {path.parent}: free some space or point "
-                           "RSITR_CACHE at another disk; the store stays resumable") from None
+            raise DiskFull(
+                f"disk full while writing {path.name} in {path.parent}: free some space or point "
+                "RSITR_CACHE at another disk; the store stays resumable"
+            ) from None
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -178,7 +186,8 @@ class StoreWriter:
     def write_chunk(self, c: int, index, valid, emb, skipped, codes=None) -> None:
         emb = np.asarray(emb, dtype=np.float16)
         arrays = {
-            "index": np.asarray(index, dtype=np.int64), "valid": np.asarray(valid, dtype=np.float32),
+            "index": np.asarray(index, dtype=np.int64),
+            "valid": np.asarray(valid, dtype=np.float32),
             "emb": emb.reshape(len(index), emb.shape[-1]),
             "skipped": np.asarray(skipped, dtype=np.int64),
         }
@@ -210,11 +219,17 @@ class StoreWriter:
             (t, w.col, w.row, w.x_off, w.y_off, w.width, w.height, float(v))
             for t, (w, v) in enumerate(zip(windows, np.concatenate(valid) if valid else [], strict=True))
         ]
-        atomic_write(self.path / "tiles.gpkg",
-                     lambda t: gpkg.write_layer(t, "tiles", TILE_COLUMNS, rows, polys, crs_wkt, authid))
+        atomic_write(
+            self.path / "tiles.gpkg", lambda t: gpkg.write_layer(t, "tiles", TILE_COLUMNS, rows, polys, crs_wkt, authid)
+        )
         n_skipped = int(sum(len(s) for s in skipped))
-        self.manifest.update(state="complete", n_tiles=int(len(index)), n_skipped=n_skipped,
-                             codes=(self.path / "codes.npy").is_file(), completed=time.time())
+        self.manifest.update(
+            state="complete",
+            n_tiles=int(len(index)),
+            n_skipped=n_skipped,
+            codes=(self.path / "codes.npy").is_file(),
+            completed=time.time(),
+        )
         atomic_write_json(self.path / "manifest.json", self.manifest)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.manifest
@@ -324,14 +339,18 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
     try:
         emb = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise CorruptData(f"corrupted store {store_id}: embeddings.npy unreadable ({exc}); clear and re-index") \
-            from None
+        raise CorruptData(
+            f"corrupted store {store_id}: embeddings.npy unreadable ({exc}); clear and re-index"
+        ) from None
     if emb.shape != (n, d) or emb.dtype != np.float16:
-        raise CorruptData(f"corrupted store {store_id}: embeddings {emb.shape} {emb.dtype} do not match "
-                          f"the manifest ({n}, {d}) float16; clear and re-index")
+        raise CorruptData(
+            f"corrupted store {store_id}: embeddings {emb.shape} {emb.dtype} do not match "
+            f"the manifest ({n}, {d}) float16; clear and re-index"
+        )
     try:
-        rows = gpkg.read_columns(path / "tiles.gpkg", "tiles", ["tile_id", "x_off", "y_off", "width", "height"],
-                                 "tile_id")
+        rows = gpkg.read_columns(
+            path / "tiles.gpkg", "tiles", ["tile_id", "x_off", "y_off", "width", "height"], "tile_id"
+        )
     except Exception as exc:  # noqa: BLE001 - sqlite errors of any kind mean corruption
         raise CorruptData(f"corrupted store {store_id}: tiles.gpkg unreadable ({exc})") from None
     win = np.array([r[1:] for r in rows], dtype=np.int64).reshape(-1, 4)
@@ -347,8 +366,9 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
             codes = None
     store = Store(path=path, manifest=m, embeddings=emb, windows=win, codes=codes)
     if check_stale and store.is_stale():
-        raise Conflict(f"store {store_id} is stale: {store.raster_path} changed or vanished since it was indexed; "
-                       "re-run index")
+        raise Conflict(
+            f"store {store_id} is stale: {store.raster_path} changed or vanished since it was indexed; re-run index"
+        )
     with contextlib.suppress(OSError):
         os.utime(path / "manifest.json")  # last use, for the size cap's LRU eviction
     return store
@@ -369,15 +389,29 @@ def list_stores(root: Path | None = None, sizes: bool = True) -> list[dict]:
             raster = m.get("raster", {}).get("path", "")
             if state == "complete" and current_fingerprint(raster) != m.get("raster", {}).get("fingerprint"):
                 state = "stale"
-            out.append({
-                "store_id": p.name, "raster": raster,
-                "model": f"{m.get('model', {}).get('name')}@{m.get('model', {}).get('version')}",
-                "n_tiles": int(m.get("n_tiles", 0)), "state": state, "bytes": dir_bytes(p) if sizes else 0,
-                "grid": m.get("grid", {}),
-            })
+            out.append(
+                {
+                    "store_id": p.name,
+                    "raster": raster,
+                    "model": f"{m.get('model', {}).get('name')}@{m.get('model', {}).get('version')}",
+                    "n_tiles": int(m.get("n_tiles", 0)),
+                    "state": state,
+                    "bytes": dir_bytes(p) if sizes else 0,
+                    "grid": m.get("grid", {}),
+                }
+            )
         except (NotFound, CorruptData):
-            out.append({"store_id": p.name, "raster": "", "model": "", "n_tiles": 0, "state": "corrupted",
-                        "bytes": dir_bytes(p), "grid": {}})
+            out.append(
+                {
+                    "store_id": p.name,
+                    "raster": "",
+                    "model": "",
+                    "n_tiles": 0,
+                    "state": "corrupted",
+                    "bytes": dir_bytes(p),
+                    "grid": {},
+                }
+            )
     return out
 
 
@@ -388,8 +422,9 @@ def remove_store(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def clear_stores(ids: list[str] | None = None, root: Path | None = None,
-                 states: tuple[str, ...] | None = None) -> list[str]:
+def clear_stores(
+    ids: list[str] | None = None, root: Path | None = None, states: tuple[str, ...] | None = None
+) -> list[str]:
     """Remove the given stores (all when ``ids`` is None, or those in ``states``); returns the removed ids."""
     root = root or stores_dir()
     listed = list_stores(root, sizes=False)

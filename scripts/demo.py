@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     raster = Path(a.raster) if a.raster else rasters_dir() / "cogeo.tif"
     if not raster.is_file():
-        print(f"demo: raster not found: {raster}\n"
-              "      pass one with `make demo RASTER=/path/to/image.tif` (or set RSITR_SHARED to the shared data)",
-              file=sys.stderr)
+        print(
+            f"demo: raster not found: {raster}\n"
+            "      pass one with `make demo RASTER=/path/to/image.tif` (or set RSITR_SHARED to the shared data)",
+            file=sys.stderr,
+        )
         return 2
     from engine.cli import main as engine_cli
     from engine.config import require_model_dir
@@ -66,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = engine.search(query, rasters=[raster], k=a.k)
             ms = (time.perf_counter() - t0) * 1000
-            print(f"\n\"{query}\"  ({ms:.0f} ms)")
+            print(f'\n"{query}"  ({ms:.0f} ms)')
             for r in res["results"]:
                 west, south, east, north = r["bbox_lonlat"]
-                print(f"  #{r['rank']:<2} score {r['score']:.3f}  tile {r['tile_id']:<4} "
-                      f"pixels x={r['window'][0]} y={r['window'][1]}  lon/lat {west:.5f},{south:.5f}")
+                print(
+                    f"  #{r['rank']:<2} score {r['score']:.3f}  tile {r['tile_id']:<4} "
+                    f"pixels x={r['window'][0]} y={r['window'][1]}  lon/lat {west:.5f},{south:.5f}"
+                )
             path = a.out / f"{slug(query)}.geojson"
             write_results(res, str(path))
             written.append(path)
@@ -80,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.no_map:
         png = a.out / "demo_map.png"
-        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_matches.py"), str(raster), str(png),
-                               *map(str, written)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "render_matches.py"), str(raster), str(png), *map(str, written)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
             print(f"demo: map rendering failed: {last}", file=sys.stderr)

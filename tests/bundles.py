@@ -52,11 +52,15 @@ def image_graph(embed_dim: int, image_size: int, rng, input_size: int | None = N
         *_l2_nodes("proj", "image_embedding"),
     ]
     return helper.make_graph(
-        nodes, "image_encoder",
+        nodes,
+        "image_encoder",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, s, s])],
         [helper.make_tensor_value_info("image_embedding", TensorProto.FLOAT, ["N", embed_dim])],
-        [numpy_helper.from_array(conv_w, "conv_w"), numpy_helper.from_array(w, "w"),
-         numpy_helper.from_array(np.array([1e-12], np.float32), "eps")],
+        [
+            numpy_helper.from_array(conv_w, "conv_w"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([1e-12], np.float32), "eps"),
+        ],
     )
 
 
@@ -71,20 +75,27 @@ def text_graph(table: np.ndarray, context_length: int):
         *_l2_nodes("summed", "text_embedding"),
     ]
     return helper.make_graph(
-        nodes, "text_encoder",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", context_length]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", context_length])],
+        nodes,
+        "text_encoder",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", context_length]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", context_length]),
+        ],
         [helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, ["N", d])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1e-12], np.float32), "eps"),
-         numpy_helper.from_array(np.array([2], np.int64), "ax2"),
-         numpy_helper.from_array(np.array([1], np.int64), "ax1")],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([1e-12], np.float32), "eps"),
+            numpy_helper.from_array(np.array([2], np.int64), "ax2"),
+            numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+        ],
     )
 
 
 def hash_graph(w: np.ndarray):
     nodes = [helper.make_node("MatMul", ["embedding", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["code"])]
     return helper.make_graph(
-        nodes, "hash",
+        nodes,
+        "hash",
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", w.shape[0]])],
         [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["N", w.shape[1]])],
         [numpy_helper.from_array(w, "w")],
@@ -98,10 +109,20 @@ def _vocabulary() -> list[str]:
     return ["[PAD]", "[UNK]", *sorted(words)]
 
 
-def build_synthetic_bundle(directory, embed_dim: int = 32, image_size: int = 32, *, name: str = "synthetic",
-                           version: str = "0.0.1", context_length: int = 16, hashes: bool = False,
-                           seed: int = 0, gsd_m: float | None = None, text_dim: int | None = None,
-                           onnx_image_size: int | None = None) -> Path:
+def build_synthetic_bundle(
+    directory,
+    embed_dim: int = 32,
+    image_size: int = 32,
+    *,
+    name: str = "synthetic",
+    version: str = "0.0.1",
+    context_length: int = 16,
+    hashes: bool = False,
+    seed: int = 0,
+    gsd_m: float | None = None,
+    text_dim: int | None = None,
+    onnx_image_size: int | None = None,
+) -> Path:
     """Write a valid bundle to ``directory`` (``text_dim``/``onnx_image_size`` make deliberately broken ones)."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -138,13 +159,27 @@ def build_synthetic_bundle(directory, embed_dim: int = 32, image_size: int = 32,
     cls = np.pad(cls, ((0, 0), (0, max(0, embed_dim - tdim))))[:, :embed_dim]  # broken bundles: keep shape
     np.save(d / "scene_class_embeddings.npy", cls.astype(np.float32))
     meta = {
-        "format_version": 1, "name": name, "version": version, "architecture": "synthetic-test",
-        "embed_dim": embed_dim, "image_size": image_size, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-        "interpolation": "bilinear", "context_length": context_length, "pad_token_id": 0,
-        "text_inputs": ["input_ids", "attention_mask"], "lowercase": False,
-        "input_bands": ["red", "green", "blue"], "gsd_m": gsd_m, "hash_bits": 64 if hashes else None,
-        "precision": "fp32", "metrics": {}, "licenses": {"weights": "test", "training_data": "none"},
-        "created": "2026-11-23T00:00:00Z", "training_config": "tests/bundles.py",
+        "format_version": 1,
+        "name": name,
+        "version": version,
+        "architecture": "synthetic-test",
+        "embed_dim": embed_dim,
+        "image_size": image_size,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bilinear",
+        "context_length": context_length,
+        "pad_token_id": 0,
+        "text_inputs": ["input_ids", "attention_mask"],
+        "lowercase": False,
+        "input_bands": ["red", "green", "blue"],
+        "gsd_m": gsd_m,
+        "hash_bits": 64 if hashes else None,
+        "precision": "fp32",
+        "metrics": {},
+        "licenses": {"weights": "test", "training_data": "none"},
+        "created": "2026-11-23T00:00:00Z",
+        "training_config": "tests/bundles.py",
     }
     (d / "model.json").write_text(json.dumps(meta, indent=1))
     if hashes:

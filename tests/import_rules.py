@@ -7,8 +7,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ENGINE_FORBIDDEN = frozenset({"torch", "torchvision", "open_clip", "timm", "transformers", "training",
-                              "sentence_transformers", "rsitr_qgis"})
+ENGINE_FORBIDDEN = frozenset(
+    {"torch", "torchvision", "open_clip", "timm", "transformers", "training", "sentence_transformers", "rsitr_qgis"}
+)
 PLUGIN_ALLOWED = frozenset({"qgis", "PyQt5", "rsitr_qgis", "processing"}) | frozenset(sys.stdlib_module_names)
 
 
@@ -32,14 +33,19 @@ def imported_modules(source: str) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in {
-            "import_module", "__import__"} and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[0].value)))
     return found
 
 
-def check_source(source: str, path: str, *, forbidden: frozenset[str] | None = None,
-                 allowed: frozenset[str] | None = None) -> list[Violation]:
+def check_source(
+    source: str, path: str, *, forbidden: frozenset[str] | None = None, allowed: frozenset[str] | None = None
+) -> list[Violation]:
     """Violations in one file: top-level module in ``forbidden``, or not in ``allowed``."""
     out = []
     for line, module in imported_modules(source):

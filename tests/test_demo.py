@@ -17,8 +17,14 @@ DEMO = PROJECT_ROOT / "scripts" / "demo.py"
 
 
 def run_demo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(DEMO), *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT)
+    return subprocess.run(
+        [sys.executable, str(DEMO), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=PROJECT_ROOT,
+    )
 
 
 def test_demo_without_raster_says_how_to_pass_one(tmp_path: Path) -> None:
@@ -30,8 +36,17 @@ def test_demo_without_raster_says_how_to_pass_one(tmp_path: Path) -> None:
 def test_demo_indexes_queries_and_renders_map(tmp_path: Path, shared: Path) -> None:
     bundle = build_synthetic_bundle(tmp_path / "bundle", embed_dim=32, image_size=32)
     out = tmp_path / "out"
-    proc = run_demo("--model", str(bundle), "--out", str(out), "--query", "a dense forest", "--query", "a road",
-                    env={"RSITR_CACHE": str(tmp_path / "cache")})
+    proc = run_demo(
+        "--model",
+        str(bundle),
+        "--out",
+        str(out),
+        "--query",
+        "a dense forest",
+        "--query",
+        "a road",
+        env={"RSITR_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("score") == 10  # 5 hits for each of the two queries
     hits = json.loads((out / "a_dense_forest.geojson").read_text())["features"]
@@ -40,5 +55,3 @@ def test_demo_indexes_queries_and_renders_map(tmp_path: Path, shared: Path) -> N
 
     pixels = np.asarray(Image.open(out / "demo_map.png").convert("RGB"), dtype=np.float32)
     assert pixels.shape[0] > 500 and pixels.std() > 20, "the rendered map looks blank"
-
-

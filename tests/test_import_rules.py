@@ -45,7 +45,6 @@ def test_importing_every_engine_module_loads_no_torch() -> None:
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in {'torch', 'training', 'open_clip', 'timm'})\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"engine pulled in: {out.stdout.strip()}"

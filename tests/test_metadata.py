@@ -7,8 +7,23 @@ import re
 
 from tests.conftest import PROJECT_ROOT
 
-REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
-            "tracker", "homepage", "category", "icon", "hasProcessingProvider", "experimental", "license")
+REQUIRED = (
+    "name",
+    "qgisMinimumVersion",
+    "description",
+    "about",
+    "version",
+    "author",
+    "email",
+    "repository",
+    "tracker",
+    "homepage",
+    "category",
+    "icon",
+    "hasProcessingProvider",
+    "experimental",
+    "license",
+)
 
 
 def read_metadata() -> configparser.SectionProxy:

@@ -10,13 +10,29 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 
-def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", res: float = 1.0,
-                 origin: tuple[float, float] = (500_000.0, 5_000_000.0), nodata=None,
-                 colorinterp: list[ColorInterp] | None = None, tiled: bool = False, **profile) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32633",
+    res: float = 1.0,
+    origin: tuple[float, float] = (500_000.0, 5_000_000.0),
+    nodata=None,
+    colorinterp: list[ColorInterp] | None = None,
+    tiled: bool = False,
+    **profile,
+) -> Path:
     """Write ``data`` ``[bands, h, w]`` as a GeoTIFF."""
     count, h, w = data.shape
-    prof = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": data.dtype.name,
-            "transform": from_origin(origin[0], origin[1], res, res), "nodata": nodata}
+    prof = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": count,
+        "dtype": data.dtype.name,
+        "transform": from_origin(origin[0], origin[1], res, res),
+        "nodata": nodata,
+    }
     if crs:
         prof["crs"] = crs
     if tiled:
@@ -45,5 +61,5 @@ def colour_quadrants(tile: int = 64) -> np.ndarray:
     for i, c in enumerate(cols):
         r, q = divmod(i, 2)
         for b in range(3):
-            data[b, r * tile:(r + 1) * tile, q * tile:(q + 1) * tile] = c[b]
+            data[b, r * tile : (r + 1) * tile, q * tile : (q + 1) * tile] = c[b]
     return data

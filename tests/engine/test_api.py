@@ -48,9 +48,17 @@ def _wait(client, job_id, states=("done", "failed", "cancelled"), timeout=60):
 
 def test_auth_required_everywhere(api):
     client, _ = api
-    for method, path in [("get", "/health"), ("get", "/models"), ("get", "/stores"), ("get", "/openapi.json"),
-                         ("post", "/search"), ("post", "/index"), ("get", "/jobs/x"), ("delete", "/jobs/x"),
-                         ("post", "/describe")]:
+    for method, path in [
+        ("get", "/health"),
+        ("get", "/models"),
+        ("get", "/stores"),
+        ("get", "/openapi.json"),
+        ("post", "/search"),
+        ("post", "/index"),
+        ("get", "/jobs/x"),
+        ("delete", "/jobs/x"),
+        ("post", "/describe"),
+    ]:
         for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             r = getattr(client, method)(path, headers=headers)
             assert r.status_code == 401, (method, path, headers)
@@ -65,15 +73,18 @@ def test_no_cors(api):
     assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
 
 
-@pytest.mark.parametrize("body", [
-    {"query": "red", "stores": ["0123456789abcdef"], "k": 0},
-    {"query": "red", "stores": ["0123456789abcdef"], "k": 1001},
-    {"query": "", "stores": ["0123456789abcdef"]},
-    {"query": "   ", "stores": ["0123456789abcdef"]},
-    {"query": "x" * 1001, "stores": ["0123456789abcdef"]},
-    {"query": "red", "stores": ["0123456789abcdef"], "k": -5},
-    {"query": "red", "bogus": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "red", "stores": ["0123456789abcdef"], "k": 0},
+        {"query": "red", "stores": ["0123456789abcdef"], "k": 1001},
+        {"query": "", "stores": ["0123456789abcdef"]},
+        {"query": "   ", "stores": ["0123456789abcdef"]},
+        {"query": "x" * 1001, "stores": ["0123456789abcdef"]},
+        {"query": "red", "stores": ["0123456789abcdef"], "k": -5},
+        {"query": "red", "bogus": 1},
+    ],
+)
 def test_limits_422(api, body):
     client, _ = api
     r = client.post("/search", json=body)
@@ -90,11 +101,19 @@ def test_paths_403_404(api, tmp_path):
     client, data = api
     outside = write_raster(tmp_path / "outside.tif", rgb_pattern(32, 32))
     (data / "link.tif").symlink_to(outside)
-    cases = [(str(outside), 403), (str(data / ".." / "outside.tif"), 403), (str(data / "link.tif"), 403),
-             ("/etc/passwd", 403), (str(data / "missing.tif"), 404)]
+    cases = [
+        (str(outside), 403),
+        (str(data / ".." / "outside.tif"), 403),
+        (str(data / "link.tif"), 403),
+        ("/etc/passwd", 403),
+        (str(data / "missing.tif"), 404),
+    ]
     for path, code in cases:
-        for ep, body in [("/index", {"raster": path}), ("/search", {"query": "red", "rasters": [path]}),
-                         ("/describe", {"raster": path, "x": 1, "y": 1})]:
+        for ep, body in [
+            ("/index", {"raster": path}),
+            ("/search", {"query": "red", "rasters": [path]}),
+            ("/describe", {"raster": path, "x": 1, "y": 1}),
+        ]:
             r = client.post(ep, json=body)
             assert r.status_code == code, (ep, path, r.text)
     assert client.post("/search", json={"query": "red", "stores": ["0123456789abcdef"]}).status_code == 404
@@ -170,12 +189,18 @@ def test_fuzz_no_5xx(api):
     client, _ = api
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app, headers=AUTH)
     ops = [r.ok() for r in schema.get_all_operations()]
-    assert {f"{o.method.upper()} {o.path}" for o in ops} >= {"POST /search", "POST /index", "POST /describe",
-                                                             "GET /jobs/{job_id}", "GET /health"}
+    assert {f"{o.method.upper()} {o.path}" for o in ops} >= {
+        "POST /search",
+        "POST /index",
+        "POST /describe",
+        "GET /jobs/{job_id}",
+        "GET /health",
+    }
     seen = []
     from schemathesis import GenerationMode
 
     for op, mode in itertools.product(ops, GenerationMode):
+
         @given(case=op.as_strategy(generation_mode=mode))
         @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
@@ -189,15 +214,36 @@ def test_fuzz_no_5xx(api):
 
 
 def test_serve_subprocess(tmp_path, bundle_dir):
-    env = dict(os.environ, RSITR_CACHE=str(tmp_path / "c"), RSITR_CONFIG=str(tmp_path / "cfg"),
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, RSITR_CACHE=str(tmp_path / "c"), RSITR_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT))
     token_file = tmp_path / "cfg" / "token"
-    refused = subprocess.run([sys.executable, "-m", "engine", "serve", "--host", "0.0.0.0", "--model", str(bundle_dir)],
-                             env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    refused = subprocess.run(
+        [sys.executable, "-m", "engine", "serve", "--host", "0.0.0.0", "--model", str(bundle_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert refused.returncode == 2 and "refusing to bind" in refused.stderr and "Traceback" not in refused.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--model", str(bundle_dir),
-                             "--allowed-root", str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            str(bundle_dir),
+            "--allowed-root",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         line = proc.stdout.readline()
         ready = json.loads(line)

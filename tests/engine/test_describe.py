@@ -14,9 +14,11 @@ from engine.indexer import IndexParams
 from engine.service import Engine
 from tests.engine.rasters import colour_quadrants, write_raster
 
-AID = ("Airport BareLand BaseballField Beach Bridge Center Church Commercial DenseResidential Desert Farmland "
-       "Forest Industrial Meadow MediumResidential Mountain Park Parking Playground Pond Port RailwayStation "
-       "Resort River School SparseResidential Square Stadium StorageTanks Viaduct").split()
+AID = (
+    "Airport BareLand BaseballField Beach Bridge Center Church Commercial DenseResidential Desert Farmland "
+    "Forest Industrial Meadow MediumResidential Mountain Park Parking Playground Pond Port RailwayStation "
+    "Resort River School SparseResidential Square Stadium StorageTanks Viaduct"
+).split()
 
 
 def test_vocabulary_covers_aid():
@@ -55,8 +57,14 @@ def test_describe_unindexed_raster_on_the_fly(tmp_path, engine):
 def test_caption_bank(tmp_path, bundle_dir, encoder, cache):
     texts = ["many red roofs", "a green park", "blue water of a lake"]
     bank = tmp_path / "bank.npz"
-    np.savez(bank, texts=np.array(texts), embeddings=encoder.embed_texts(texts).astype(np.float16),
-             model_name=np.array("synthetic"), model_version=np.array("0.0.1"), embed_dim=np.array(32))
+    np.savez(
+        bank,
+        texts=np.array(texts),
+        embeddings=encoder.embed_texts(texts).astype(np.float16),
+        model_name=np.array("synthetic"),
+        model_version=np.array("0.0.1"),
+        embed_dim=np.array(32),
+    )
     eng = Engine(default_model=bundle_dir, root=cache, caption_bank=bank)
     p = write_raster(tmp_path / "q.tif", colour_quadrants(64))
     eng.index(p, IndexParams(tile=64))

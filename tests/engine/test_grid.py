@@ -44,8 +44,13 @@ def test_corners_north_up():
 
 
 @settings(max_examples=150, deadline=None)
-@given(w=st.integers(1, 3000), h=st.integers(1, 3000), tile=st.integers(1, 600), frac=st.floats(0.1, 1.0),
-       scale=st.sampled_from([0.5, 1.0, 1.5, 4.0]))
+@given(
+    w=st.integers(1, 3000),
+    h=st.integers(1, 3000),
+    tile=st.integers(1, 600),
+    frac=st.floats(0.1, 1.0),
+    scale=st.sampled_from([0.5, 1.0, 1.5, 4.0]),
+)
 def test_grid_properties(w, h, tile, frac, scale):
     params = GridParams(tile, max(1, int(tile * frac)), scale)
     g = Grid(w, h, params)
@@ -56,11 +61,11 @@ def test_grid_properties(w, h, tile, frac, scale):
         win = g.window(i)
         assert 0 <= win.x_off and win.x_off + win.width <= w
         assert win.width == min(t, w)
-        cov_x[win.x_off:win.x_off + win.width] = True
+        cov_x[win.x_off : win.x_off + win.width] = True
     for r in range(g.n_rows):
         win = g.window(r * g.n_cols)
         assert 0 <= win.y_off and win.y_off + win.height <= h
-        cov_y[win.y_off:win.y_off + win.height] = True
+        cov_y[win.y_off : win.y_off + win.height] = True
     assert cov_x.all() and cov_y.all()
     last = g.window(len(g) - 1)
     assert last.x_off + last.width == w and last.y_off + last.height == h

@@ -46,7 +46,7 @@ def test_non_multiple_size_edge_tiles(tmp_path):
 def test_small_raster_padded(tmp_path):
     p = write_raster(tmp_path / "s.tif", rgb_pattern(20, 30))
     _, grid, tiles = _read_all(p)
-    (rgb, valid), = tiles
+    ((rgb, valid),) = tiles
     assert len(grid) == 1 and valid == 1.0 and rgb.shape == (64, 64, 3)
     assert rgb[20:].max() == 0 and rgb[:, 30:].max() == 0
 
@@ -109,8 +109,9 @@ def test_alpha_mask_and_band_choice(tmp_path):
 
 
 def test_colorinterp_order_bgr(tmp_path):
-    p = write_raster(tmp_path / "bgr.tif", rgb_pattern(32, 32),
-                     colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red])
+    p = write_raster(
+        tmp_path / "bgr.tif", rgb_pattern(32, 32), colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red]
+    )
     with open_raster(p) as src:
         assert select_bands(src) == [3, 2, 1]
 
@@ -163,10 +164,21 @@ def test_bad_files(tmp_path):
 def test_huge_sparse_raster_bounded_memory(tmp_path):
     """A 50,000 x 50,000 sparse GeoTIFF: grid, stretch and a few windows without reading it whole."""
     p = tmp_path / "huge.tif"
-    prof = {"driver": "GTiff", "width": 50_000, "height": 50_000, "count": 3, "dtype": "uint16",
-            "crs": "EPSG:32633", "transform": rasterio.transform.from_origin(0, 5e6, 0.5, 0.5),
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "sparse_ok": True, "nodata": 0,
-            "compress": "deflate"}
+    prof = {
+        "driver": "GTiff",
+        "width": 50_000,
+        "height": 50_000,
+        "count": 3,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": rasterio.transform.from_origin(0, 5e6, 0.5, 0.5),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "sparse_ok": True,
+        "nodata": 0,
+        "compress": "deflate",
+    }
     with rasterio.open(p, "w", **prof) as dst:
         dst.write(np.full((3, 512, 512), 1234, np.uint16), window=rasterio.windows.Window(24_576, 24_576, 512, 512))
     assert p.stat().st_size < 20_000_000

@@ -35,8 +35,10 @@ def test_colour_queries_rank_the_right_tile(engine, quad, query, tile):
 
 def test_aoi_threshold_and_k(engine, quad):
     p, _ = quad
-    aoi = {"type": "Polygon", "coordinates": [[[10.07, 49.87], [10.12, 49.87], [10.12, 49.93], [10.07, 49.93],
-                                              [10.07, 49.87]]]}  # inside the bottom-right (grey) tile
+    aoi = {
+        "type": "Polygon",
+        "coordinates": [[[10.07, 49.87], [10.12, 49.87], [10.12, 49.93], [10.07, 49.93], [10.07, 49.87]]],
+    }  # inside the bottom-right (grey) tile
     r = engine.search("red", rasters=[p], k=10, aoi=aoi)["results"]
     assert [x["tile_id"] for x in r] == [3]
     assert len(engine.search("red", rasters=[p], k=2)["results"]) == 2
@@ -71,8 +73,9 @@ def test_several_stores_and_outputs(tmp_path, engine, quad):
 
 
 def _store(emb, codes):
-    return SimpleNamespace(embeddings=emb, codes=codes, store_id="s", manifest={"raster": {"crs_wkt": ""}},
-                           polygons=lambda: None)
+    return SimpleNamespace(
+        embeddings=emb, codes=codes, store_id="s", manifest={"raster": {"crs_wkt": ""}}, polygons=lambda: None
+    )
 
 
 @pytest.mark.parametrize("kind", ["simhash", "bundle"])
@@ -87,7 +90,7 @@ def test_prefilter_recall_at_10(encoder, kind):
     from engine.encoder import simhash
 
     codes_fn = simhash if kind == "simhash" else encoder.image_codes
-    codes = np.concatenate([codes_fn(x[i:i + 10_000]) for i in range(0, n, 10_000)])
+    codes = np.concatenate([codes_fn(x[i : i + 10_000]) for i in range(0, n, 10_000)])
     st = _store(emb, codes)
     recalls = []
     for q in range(50):
@@ -103,12 +106,15 @@ def test_prefilter_recall_at_10(encoder, kind):
     assert len(prefilter_candidates(codes, qcode, 100)) == 100
 
 
-@pytest.mark.parametrize("aoi", [
-    {"type": "Polygon", "coordinates": [[[1e308, 0], [1, 1], [0, 1], [1e308, 0]]]},
-    {"type": "Polygon", "coordinates": [[[0, 0]]]},
-    {"type": "Nonsense"},
-    {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]], "extra": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "aoi",
+    [
+        {"type": "Polygon", "coordinates": [[[1e308, 0], [1, 1], [0, 1], [1e308, 0]]]},
+        {"type": "Polygon", "coordinates": [[[0, 0]]]},
+        {"type": "Nonsense"},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]], "extra": [1, 2]},
+    ],
+)
 def test_bad_aoi_is_bad_input(engine, quad, aoi):
     p, _ = quad
     try:

@@ -59,8 +59,12 @@ def test_geopackage_is_valid(tmp_path, encoder, cache):
         assert out.returncode == 0, out.stderr
         assert "Feature Count: 4" in out.stdout and "Polygon" in out.stdout
         assert "ERROR" not in out.stderr and "Warning" not in out.stderr
-        first = subprocess.run(["ogrinfo", "-ro", "-q", str(g), "-sql", "SELECT * FROM tiles WHERE tile_id = 0"],
-                               capture_output=True, text=True, timeout=60).stdout
+        first = subprocess.run(
+            ["ogrinfo", "-ro", "-q", str(g), "-sql", "SELECT * FROM tiles WHERE tile_id = 0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         nums = [float(v) for v in re.findall(r"[-\d.]+", first.split("POLYGON", 1)[1])]
         assert nums == pytest.approx([5, 45, 5.064, 45, 5.064, 44.936, 5, 44.936, 5, 45])
 
@@ -94,8 +98,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, bundle_dir, encoder
     p = write_raster(tmp_path / "r.tif", rgb_pattern(256, 256, seed=3))  # 64 windows of 32 px, 4 chunks... x16
     params = IndexParams(tile=32, chunk_tiles=16, batch_size=8)
     script = _KILL_SCRIPT.format(root=str(ROOT), bundle=str(bundle_dir), raster=str(p), root_store=str(cache))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = None
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -264,6 +267,11 @@ def test_qgis_opens_tiles_gpkg(tmp_path, encoder, cache):
         pytest.skip("PyQGIS not installed")
     p = write_raster(tmp_path / "r.tif", rgb_pattern(100, 130), crs="EPSG:3857")
     res = index_raster(p, encoder, IndexParams(tile=64), cache)
-    out = subprocess.run([sys.executable, "-c", _QGIS_SCRIPT, str(cache / res.store_id / "tiles.gpkg")],
-                         capture_output=True, text=True, timeout=120, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    out = subprocess.run(
+        [sys.executable, "-c", _QGIS_SCRIPT, str(cache / res.store_id / "tiles.gpkg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+    )
     assert out.stdout.split() == ["True", "6", "EPSG:3857", "2"], out.stderr[-500:]

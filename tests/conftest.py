@@ -22,3 +22,19 @@ def shared() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data not found at {root} (set RSITR_SHARED)")
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_bundle(tmp_path_factory, shared) -> Path:
+    """Train ``training/configs/smoke.yaml`` (64 pairs, ~20 s) and export its bundle; returns the bundle dir.
+
+    Session-scoped: engine and plugin tests can load a real (tiny) bundle that follows docs/contracts.md.
+    """
+    pytest.importorskip("torch")
+    from training.config import TrainConfig
+    from training.train import run
+
+    out = tmp_path_factory.mktemp("smoke_run")
+    cfg = TrainConfig.load(PROJECT_ROOT / "training" / "configs" / "smoke.yaml", [f"out_dir={out}", "cache_dir=null"])
+    run_dir = run(cfg)
+    return run_dir / "bundle"

@@ -1,0 +1,129 @@
+"""Smoke end to end (train -> export -> evaluate the bundle through ONNX Runtime), bundle contract,
+variants.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("shared")
+
+
+def test_bundle_contract(smoke_bundle):
+    for f in (
+        "model.json",
+        "image_encoder.onnx",
+        "text_encoder.onnx",
+        "tokenizer.json",
+        "scene_classes.json",
+        "scene_class_embeddings.npy",
+        "hash_image.onnx",
+        "hash_text.onnx",
+    ):
+        assert (smoke_bundle / f).is_file(), f
+    meta = json.loads((smoke_bundle / "model.json").read_text())
+    for k in (
+        "format_version",
+        "name",
+        "version",
+        "architecture",
+        "embed_dim",
+        "image_size",
+        "mean",
+        "std",
+        "interpolation",
+        "context_length",
+        "pad_token_id",
+        "text_inputs",
+        "input_bands",
+        "gsd_m",
+        "hash_bits",
+        "precision",
+        "metrics",
+        "licenses",
+        "created",
+        "training_config",
+    ):
+        assert k in meta, k
+    assert meta["parity_max_abs_diff"] < 1e-4
+    sc = json.loads((smoke_bundle / "scene_classes.json").read_text())
+    emb = np.load(smoke_bundle / "scene_class_embeddings.npy")
+    assert emb.shape == (len(sc["classes"]), meta["embed_dim"]) == (30, meta["embed_dim"])
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_onnx_runtime_encoder(smoke_bundle):
+    from training.bundle_runtime import BundleEncoder
+
+    enc = BundleEncoder(smoke_bundle)
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (150, 150, 3), dtype=np.uint8) for _ in range(7)]
+    e = enc.encode_images(imgs)
+    assert e.shape == (7, enc.meta["embed_dim"]) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert np.allclose(enc.encode_images(imgs[:1]), e[:1], atol=1e-5)  # batch 1
+    t = enc.encode_texts(["a runway with planes", "many green trees"])
+    assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    own = BundleEncoder(smoke_bundle, use_engine=False)  # the contract implemented independently
+    if enc.engine is not None:
+        assert np.allclose(own.encode_images(imgs), e, atol=1e-5)
+        assert np.allclose(own.encode_texts(["a runway with planes", "many green trees"]), t, atol=1e-5)
+    codes = enc.hash_codes(e, "image")
+    assert codes.shape == (7, enc.meta["hash_bits"]) and np.all(np.abs(codes) < 1)
+
+
+def test_evaluate_bundle_and_checkpoint_agree(smoke_bundle):
+    from training.evaluate import evaluate_bundle, evaluate_checkpoint
+
+    mb = evaluate_bundle(smoke_bundle, "shared:datasets/rsicd_aid150/dataset_rsicd_aid150.json", "val", max_images=12)
+    mc = evaluate_checkpoint(
+        smoke_bundle.parent / "best.pt",
+        "shared:datasets/rsicd_aid150/dataset_rsicd_aid150.json",
+        "val",
+        max_images=12,
+    )
+    assert set(mb) >= {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"}
+    assert mb["mr"] == pytest.approx(mc["mr"], abs=0.5)
+
+
+def test_run_outputs(smoke_bundle):
+    run = smoke_bundle.parent
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert all("val_mr" in x for x in lines)
+    for f in ("best.pt", "last.pt", "plots/losses.png", "plots/recall.png", "plots/pair_weights.png"):
+        assert (run / f).is_file(), f
+
+
+def test_no_dataset_captions_in_bundle(smoke_bundle, shared):
+    from training.data.readers import read_karpathy_json
+
+    caps = {r.caption for r in read_karpathy_json(shared / "datasets/rsicd_aid150/dataset_rsicd_aid150.json")}
+    long_caps = [c for c in caps if len(c) > 25]
+    for f in ("model.json", "scene_classes.json"):
+        text = (smoke_bundle / f).read_text()
+        assert not any(c in text for c in long_caps), f
+
+
+@pytest.mark.parametrize("precision,min_cos", [("int8", 0.9), ("fp16", 0.999)])
+def test_variant_cosine(smoke_bundle, tmp_path, precision, min_cos):
+    from training.export import make_variant
+
+    cos = make_variant(smoke_bundle, tmp_path / precision, precision)
+    assert cos["image"]["mean"] > min_cos and cos["text"]["mean"] > min_cos
+    assert json.loads((tmp_path / precision / "model.json").read_text())["precision"] == precision
+
+
+def test_caption_bank(smoke_bundle, tmp_path):
+    from training.caption_bank import build_caption_bank
+
+    p = build_caption_bank(
+        smoke_bundle,
+        "shared:datasets/rsicd_aid150/dataset_rsicd_aid150.json",
+        tmp_path / "bank.npz",
+        ("val",),
+        max_texts=50,
+    )
+    z = np.load(p)
+    assert len(z["texts"]) == 50 and z["embeddings"].shape == (50, int(z["embed_dim"]))
+    assert z["embeddings"].dtype == np.float16

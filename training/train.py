@@ -1,0 +1,490 @@
+"""Headless trainer: ``python training/train.py --config training/configs/NAME.yaml [--set k=v ...]
+[--resume]``.
+
+Stages: (1) frozen-trunk feature caches, (2) scene-prior classifier on the train split, (3) retrieval training
+on cached features with InfoNCE or the RRSITR robust recipe (+ affiliation, HVSA, CHNR hash heads),
+validation every epoch (best on val mR), JSONL metrics, plots, checkpoints under ``runs/<name>/``,
+(4) optional bundle export of the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.config import TrainConfig, resolve_path
+from training.data.noise import inject_noise
+from training.data.readers import CaptionRecord, read_dataset
+from training.data.scene_classes import class_index, resolve_scene_classes
+from training.features import d4_augment, embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
+from training.losses import (
+    SelfPacedParams,
+    affiliation_loss,
+    curriculum_triplet,
+    hash_contrastive,
+    per_pair_nce,
+    positive_mask,
+    quantization_loss,
+    self_paced_loss,
+    thresholds,
+    uniformity_loss,
+)
+from training.metrics import retrieval_metrics
+from training.models import build_model, load_model_config
+from training.models.minilm import minilm_dir
+
+LOG_SCALE_MAX = math.log(100.0)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Split:
+    """Rows of one split grouped by image, with cached trunk features."""
+
+    def __init__(self, rows: list[CaptionRecord], image_root: Path):
+        self.rows = rows
+        self.files = list(dict.fromkeys(r.filename for r in rows))
+        pos = {f: i for i, f in enumerate(self.files)}
+        self.row_img = np.array([pos[r.filename] for r in rows], dtype=np.int64)
+        self.texts = sorted({r.caption for r in rows})  # order-free: noisy variants share the text cache
+        tpos = {t: i for i, t in enumerate(self.texts)}
+        self.row_txt = np.array([tpos[r.caption] for r in rows], dtype=np.int64)
+        self.image_root = image_root
+
+
+def _spread_subset(rows: list[CaptionRecord], n_images: int, max_rows: int | None) -> list[CaptionRecord]:
+    """Rows of ``n_images`` images spread evenly over the file list (covers many classes); at most
+    max_rows.
+    """
+    files = list(dict.fromkeys(r.filename for r in rows))
+    step = max(1, len(files) // max(1, n_images))
+    keep = set(files[::step][:n_images])
+    sub = [r for r in rows if r.filename in keep]
+    return sub[:max_rows] if max_rows else sub
+
+
+def load_splits(cfg: TrainConfig) -> tuple[Split, Split, list[str], object]:
+    path = resolve_path(cfg.data_json)
+    root = Path(cfg.image_root) if cfg.image_root else path.parent / "images"
+    train = resolve_scene_classes(read_dataset(path, (cfg.train_split,)))
+    val = resolve_scene_classes(read_dataset(path, (cfg.val_split,)))
+    if cfg.max_train_pairs:
+        train = _spread_subset(train, max(1, cfg.max_train_pairs // 5), cfg.max_train_pairs)
+    if cfg.max_val_images:
+        val = _spread_subset(val, cfg.max_val_images, None)
+    report = None
+    if cfg.noise_rate > 0:
+        train, report = inject_noise(train, cfg.noise_rate, cfg.noise_seed)
+    classes, _ = class_index(train)
+    return Split(train, root), Split(val, root), classes, report
+
+
+def train_scene_classifier(
+    model, cfg: TrainConfig, train: Split, val: Split, classes: list[str], img_labels: torch.Tensor, log
+) -> dict:
+    """Fine-tune MobileNetV2's top blocks + head as a scene classifier (train split only), then freeze."""
+    sc = model.instr
+    params = list(sc.top.parameters()) + list(sc.head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.scene_lr, weight_decay=1e-4)
+    n = len(train.files)
+    steps = max(1, cfg.scene_epochs * math.ceil(n / cfg.scene_batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.scene_lr, total_steps=steps, pct_start=0.1)
+    mids = train.cache["instr_mid"]
+    sc.top.to(memory_format=torch.channels_last)
+    for ep in range(cfg.scene_epochs):
+        sc.train()
+        perm = torch.randperm(n)
+        tot, correct = 0.0, 0
+        for i in tqdm(range(0, n, cfg.scene_batch), desc=f"scene {ep + 1}/{cfg.scene_epochs}", mininterval=10):
+            idx = perm[i : i + cfg.scene_batch]
+            x = mids[idx].float()
+            if cfg.feature_aug:
+                x = d4_augment(x)
+            x = x.contiguous(memory_format=torch.channels_last)
+            logits = sc.head(sc.pooled_from_trunk(x))
+            loss = torch.nn.functional.cross_entropy(logits, img_labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == img_labels[idx]).sum())
+        log(f"scene epoch {ep + 1}: loss {tot / n:.3f} train acc {correct / n:.3f}")
+    for p in params:
+        p.requires_grad_(False)
+    sc.eval()
+    out = {"scene_train_acc": correct / max(n, 1)}
+    vpos = {c: i for i, c in enumerate(classes)}
+    vlab = []
+    for f in val.files:
+        r = next(r for r in val.rows if r.filename == f)
+        vlab.append(vpos.get(r.scene_class, -1))
+    vlab = torch.tensor(vlab)
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                sc.head(sc.pooled_from_trunk(val.cache["instr_mid"][i : i + 256].float())).argmax(1)
+                for i in range(0, len(val.files), 256)
+            ]
+        )
+    ok = vlab >= 0
+    out["scene_val_acc"] = float((pred[ok] == vlab[ok]).float().mean()) if ok.any() else float("nan")
+    log(f"scene classifier: val acc {out['scene_val_acc']:.3f}")
+    return out
+
+
+@torch.no_grad()
+def instruction_features(model, mids: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    model.instr.eval()
+    return torch.cat([model.instruction_feature(mids[i : i + batch].float()) for i in range(0, len(mids), batch)])
+
+
+def evaluate_split(model, split: Split) -> dict[str, float]:
+    img, txt = embed_cached(
+        model, split.cache["img_mid"], split.instr_feat, split.tcache["h_mid"], split.tcache["mask"]
+    )
+    return retrieval_metrics(img, txt[split.row_txt], split.row_img)
+
+
+def make_optimizer(model, cfg: TrainConfig, total_steps: int):
+    bb, head = model.trainable_groups()
+
+    def groups(params, lr):
+        decay = [p for p in params if p.ndim >= 2]
+        no = [p for p in params if p.ndim < 2]
+        return [
+            {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
+            {"params": no, "lr": lr, "weight_decay": 0.0},
+        ]
+
+    opt = torch.optim.AdamW(groups(bb, cfg.lr_backbone) + groups(head, cfg.lr_head))
+    warm = max(1, int(cfg.warmup_frac * total_steps))
+
+    def lr_lambda(step):
+        if step < warm:
+            return (step + 1) / warm
+        prog = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def epoch_pairs(train: Split, mode: str, rng: np.random.RandomState) -> np.ndarray:
+    """Row indices for one epoch: one random caption row per image, or all rows; shuffled."""
+    if mode == "all":
+        rows = np.arange(len(train.rows))
+    elif mode == "images":
+        by_img: dict[int, list[int]] = {}
+        for i, im in enumerate(train.row_img):
+            by_img.setdefault(int(im), []).append(i)
+        rows = np.array([rng.choice(v) for v in by_img.values()])
+    else:
+        raise ValueError(f"pairs_per_epoch must be 'images' or 'all', got {mode!r}")
+    return rows[rng.permutation(len(rows))]
+
+
+def batch_loss(
+    model,
+    cfg: TrainConfig,
+    sp: SelfPacedParams,
+    train: Split,
+    rows: np.ndarray,
+    epoch: int,
+    labels_row: torch.Tensor,
+    quantiles,
+) -> tuple[torch.Tensor, dict]:
+    img_idx = torch.from_numpy(train.row_img[rows])
+    txt_idx = torch.from_numpy(train.row_txt[rows])
+    x = train.cache["img_mid"][img_idx].float()
+    if cfg.feature_aug:
+        x = d4_augment(x)
+    x = x.contiguous(memory_format=torch.channels_last)  # ~1.4x faster conv fwd+bwd on CPU
+    img = model.encode_image_cached(x, train.instr_feat[img_idx])
+    m = train.tcache["mask"][txt_idx].long()
+    L = int(m.sum(1).max())
+    txt = model.encode_text_cached(train.tcache["h_mid"][txt_idx, :L].float(), m[:, :L])
+    if cfg.fixed_logit_scale:
+        scale = torch.tensor(float(cfg.fixed_logit_scale))
+    else:
+        scale = model.logit_scale.exp()
+    pos = positive_mask(img_idx, txt_idx)
+    l_i2t, l_t2i, sim = per_pair_nce(img, txt, scale, pos)
+    per = l_i2t + l_t2i
+    g1, g2 = thresholds(sp, len(rows), 2, quantiles)
+    robust = cfg.loss == "robust" and epoch >= cfg.sp_warmup_epochs
+    sp_loss, info = self_paced_loss(per, sim, pos, g1, g2, sp)
+    parts = {}
+    if robust:
+        parts["main"] = sp_loss
+        weights = info["weight"]
+    else:
+        parts["main"] = 0.5 * per.mean()
+        weights = None
+    labels = labels_row[torch.from_numpy(rows)]
+    if cfg.aff_weight > 0:
+        parts["aff"] = cfg.aff_weight * affiliation_loss(img, txt, labels, scale, weights, cfg.aff_mode)
+    if cfg.uniformity_weight > 0:
+        first = np.unique(train.row_img[rows], return_index=True)[1]
+        parts["unif"] = cfg.uniformity_weight * uniformity_loss(img[torch.from_numpy(first)], cfg.uniformity_t)
+    if cfg.curriculum_weight > 0:
+        beta = cfg.curriculum_beta
+        if cfg.curriculum_schedule == "linear":  # easy-to-hard schedule: hard triplets regain weight over time
+            beta *= max(0.0, 1.0 - epoch / max(1, cfg.epochs - 1))
+        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(sim, pos, cfg.curriculum_margin, beta)
+    if model.hash_image is not None and cfg.hash_weight > 0:
+        hi, ht = model.hash_image(img.detach()), model.hash_text(txt.detach())
+        parts["hash"] = cfg.hash_weight * hash_contrastive(hi, ht, pos, weights) + cfg.hash_quant_weight * (
+            quantization_loss(hi) + quantization_loss(ht)
+        )
+    total = sum(parts.values())
+    stats = {k: float(v.detach()) for k, v in parts.items()}
+    stats.update(
+        per_pair=per.detach(),
+        group=info["group"],
+        weight=info["weight"] if robust else torch.ones_like(per),
+        g1=g1,
+        g2=g2,
+    )
+    return total, stats
+
+
+def division_pr(pred_noisy: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
+    tp = int((pred_noisy & corrupted).sum())
+    return {
+        "noisy_precision": tp / max(int(pred_noisy.sum()), 1),
+        "noisy_recall": tp / max(int(corrupted.sum()), 1),
+        "pred_noisy_frac": float(pred_noisy.mean()) if pred_noisy.size else 0.0,
+    }
+
+
+def plot_run(run_dir: Path, history: list[dict], last_weights: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pdir = run_dir / "plots"
+    pdir.mkdir(exist_ok=True)
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in sorted({k for h in history for k in h if k.startswith("loss_")}):
+        ax.plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k[5:])
+    ax.set_xlabel("epoch"), ax.set_ylabel("loss"), ax.legend(), fig.tight_layout()
+    fig.savefig(pdir / "losses.png"), plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"):
+        ax.plot(ep, [h.get(f"val_{k}", np.nan) for h in history], marker="o", label=k)
+    ax.set_xlabel("epoch"), ax.set_ylabel("val R@K (%)"), ax.legend(fontsize=7), fig.tight_layout()
+    fig.savefig(pdir / "recall.png"), plt.close(fig)
+    if any("noisy_precision" in h for h in history):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k in ("noisy_precision", "noisy_recall"):
+            ax.plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k)
+        ax.set_xlabel("epoch"), ax.legend(), fig.tight_layout()
+        fig.savefig(pdir / "noisy_division.png"), plt.close(fig)
+    if last_weights is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        w, c = last_weights["weight"], last_weights["corrupted"]
+        ax.hist([w[~c], w[c]], bins=30, label=["clean pairs", "corrupted pairs"], stacked=True)
+        ax.set_xlabel("per-pair weight (last epoch)"), ax.legend(), fig.tight_layout()
+        fig.savefig(pdir / "pair_weights.png"), plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        lp = last_weights["per_pair"]
+        ax.hist([lp[~c], lp[c]], bins=40, label=["clean pairs", "corrupted pairs"], stacked=True)
+        ax.set_xlabel("per-pair loss (last epoch)"), ax.legend(), fig.tight_layout()
+        fig.savefig(pdir / "pair_losses.png"), plt.close(fig)
+
+
+def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
+    """Train per ``cfg``; returns the run directory (``best.pt``, ``last.pt``, ``metrics.jsonl``, plots,
+    bundle).
+    """
+    torch.set_num_threads(cfg.num_threads)
+    seed_all(cfg.seed)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, file=log_file or sys.stderr, flush=True)
+
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    train, val, classes, noise = load_splits(cfg)
+    log(
+        f"train {len(train.rows)} pairs / {len(train.files)} images; val {len(val.files)} images; "
+        f"{len(classes)} classes"
+    )
+    if noise is not None:
+        log(f"noise: nominal {noise.rate:.2f}, effective {noise.effective_rate:.4f}")
+    mcfg = load_model_config(cfg.model_config, {**cfg.model, "n_scene_classes": len(classes)})
+    model = build_model(mcfg)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    t0 = time.time()
+    tok = load_tokenizer(minilm_dir() / "tokenizer.json", model.cfg.context_length)
+    for s, nm in ((train, "train"), (val, "val")):
+        s.cache = image_trunk_cache(model, s.image_root, s.files, cache_dir, desc=f"{nm} image cache")
+        s.tcache = text_trunk_cache(model, tok, s.texts, cache_dir, desc=f"{nm} text cache")
+    log(f"feature caches ready in {time.time() - t0:.0f}s")
+
+    labels_img = torch.full((len(train.files),), -1, dtype=torch.long)
+    cpos = {c: i for i, c in enumerate(classes)}
+    for r, im in zip(train.rows, train.row_img, strict=True):
+        labels_img[im] = cpos[r.scene_class]
+    labels_row = labels_img[torch.from_numpy(train.row_img)]
+
+    ckpt_last = run_dir / "last.pt"
+    state = {"epoch": 0, "best_mr": -1.0, "history": [], "scene": None, "quantiles": None}
+    opt_state = None
+    if resume and ckpt_last.exists():
+        # our own checkpoint: trusted, so full unpickling is allowed
+        ck = torch.load(ckpt_last, map_location="cpu", weights_only=False)  # nosec B614
+        model.load_state_dict(ck["state_dict"])
+        state = ck["state"]
+        opt_state = ck.get("optimizer")
+        log(f"resumed from {ckpt_last} at epoch {state['epoch']}")
+    if state["scene"] is None:
+        t0 = time.time()
+        state["scene"] = train_scene_classifier(model, cfg, train, val, classes, labels_img, log)
+        state["scene"]["seconds"] = round(time.time() - t0, 1)
+    for s in (train, val):
+        s.instr_feat = instruction_features(model, s.cache["instr_mid"])
+
+    model.image_top.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(
+        1, (len(train.files) if cfg.pairs_per_epoch == "images" else len(train.rows)) // cfg.batch_size
+    )
+    opt, sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state["opt"])
+        sched.load_state_dict(opt_state["sched"])
+    sp = SelfPacedParams(
+        cfg.gamma1, cfg.gamma2, cfg.threshold_mode, cfg.q1, cfg.q2, cfg.lambda1, cfg.lambda2, cfg.sigma0
+    )
+    corrupted = noise.corrupted if noise is not None else np.zeros(len(train.rows), dtype=bool)
+    metrics_path = run_dir / "metrics.jsonl"
+    last_weights = None
+    rng = np.random.RandomState(cfg.seed + 1000 * state["epoch"])
+    while state["epoch"] < cfg.epochs:
+        ep = state["epoch"]
+        t0 = time.time()
+        model.train()
+        model.image_trunk.eval()
+        model.instr.eval()
+        rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
+        nb = max(1, len(rows_all) // cfg.batch_size)
+        sums: dict[str, float] = {}
+        seen, pl, grp, wts = [], [], [], []
+        bar = tqdm(range(nb), desc=f"epoch {ep + 1}/{cfg.epochs}", mininterval=10, file=sys.stderr)
+        for b in bar:
+            rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
+            loss, st = batch_loss(model, cfg, sp, train, rows, ep, labels_row, state["quantiles"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, LOG_SCALE_MAX)
+            for k in ("main", "aff", "unif", "curr", "hash"):
+                if k in st:
+                    sums[k] = sums.get(k, 0.0) + st[k]
+            seen.append(rows)
+            pl.append(st["per_pair"].numpy())
+            grp.append(st["group"].numpy())
+            wts.append(st["weight"].numpy())
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        seen_a, pl_a, grp_a, w_a = map(np.concatenate, (seen, pl, grp, wts))
+        state["quantiles"] = (float(np.quantile(pl_a, cfg.q1)), float(np.quantile(pl_a, cfg.q2)))
+        train_s = time.time() - t0
+        vm = evaluate_split(model, val)
+        rec = {
+            "epoch": ep + 1,
+            "train_seconds": round(train_s, 1),
+            "eval_seconds": round(time.time() - t0 - train_s, 1),
+            "logit_scale": round(float(model.logit_scale.exp()), 3),
+            "g1": st["g1"],
+            "g2": st["g2"],
+            "lr": sched.get_last_lr()[0],
+        }
+        rec.update({f"loss_{k}": v / nb for k, v in sums.items()})
+        rec.update({f"val_{k}": v for k, v in vm.items()})
+        corr = corrupted[seen_a]
+        rec["division"] = {
+            "clean": int((grp_a == 0).sum()),
+            "ambiguous": int((grp_a == 1).sum()),
+            "noisy": int((grp_a == 2).sum()),
+        }
+        if noise is not None:
+            rec.update(division_pr(grp_a == 2, corr))
+        last_weights = {"weight": w_a, "per_pair": pl_a, "corrupted": corr}
+        state["epoch"] = ep + 1
+        state["history"].append(rec)
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log(f"epoch {ep + 1}: val mR {vm['mr']:.2f} ({json.dumps(vm)}), train {train_s:.0f}s")
+        ck = {
+            "state_dict": model.state_dict(),
+            "model_config": model.cfg.to_dict(),
+            "train_config": cfg.to_dict(),
+            "classes": classes,
+            "state": state,
+            "optimizer": {"opt": opt.state_dict(), "sched": sched.state_dict()},
+        }
+        if vm["mr"] > state["best_mr"]:
+            state["best_mr"] = vm["mr"]
+            state["best_epoch"] = ep + 1
+            torch.save({k: v for k, v in ck.items() if k != "optimizer"}, run_dir / "best.pt")
+        torch.save(ck, run_dir / "tmp_last.pt")
+        (run_dir / "tmp_last.pt").rename(ckpt_last)
+        plot_run(run_dir, state["history"], last_weights)
+    summary = {
+        "best_val_mr": state["best_mr"],
+        "best_epoch": state.get("best_epoch"),
+        "scene": state["scene"],
+        "seconds": round(time.time() - t_start, 1),
+        "noise_effective_rate": noise.effective_rate if noise is not None else 0.0,
+    }
+    if cfg.export:
+        from training.export import export_bundle
+
+        out = Path(cfg.export_dir) if cfg.export_dir else run_dir / "bundle"
+        export_bundle(run_dir / "best.pt", out, training_config=cfg.name, version=cfg.version, log=log)
+        summary["bundle"] = str(out)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"done: {json.dumps(summary)}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/last.pt")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig.load(args.config, args.set)
+    run(cfg, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

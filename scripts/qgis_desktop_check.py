@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     try:
         settings = {
             "cache_dir": str(work / "cache"),
-            "model_dir": args.model or engine_model_setting(work),
+            "model_dir": str(Path(args.model).resolve()) if args.model else engine_model_setting(work),
             "allowed_roots": str(raster.parent),
         }
         zip_path = None

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from engine.api import create_app
 from engine.service import Engine
 from tests.engine.rasters import colour_quadrants, rgb_pattern, write_raster
+from tests.engine.serving import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t" * 20 + "-secret-token"
@@ -226,18 +227,7 @@ def test_serve_subprocess(tmp_path, bundle_dir):
     )
     assert refused.returncode == 2 and "refusing to bind" in refused.stderr and "Traceback" not in refused.stderr
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-            str(bundle_dir),
-            "--allowed-root",
-            str(tmp_path),
-        ],
+        serve_argv(bundle_dir, tmp_path),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

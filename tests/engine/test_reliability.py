@@ -30,6 +30,7 @@ from engine.server import load_or_create_token
 from engine.service import Engine
 from tests.bundles import build_synthetic_bundle
 from tests.engine.rasters import colour_quadrants, rgb_pattern, write_raster
+from tests.engine.serving import serve_argv
 from tests.engine.test_api import AUTH, TOKEN, _wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -348,22 +349,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     )
 
 
-def _serve_argv(bundle_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "engine",
-        "serve",
-        "--port",
-        "0",
-        "--model",
-        str(bundle_dir),
-        "--allowed-root",
-        str(tmp_path),
-        *extra,
-    ]
-
-
 def _ready(stream, timeout: float = 90) -> dict:
     box: list[str] = []
     t = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
@@ -391,7 +376,7 @@ time.sleep(300)
 
 @pytest.mark.parametrize("mode", ["parent-pid", "stdin-eof"])
 def test_serve_exits_when_its_parent_is_killed(tmp_path, bundle_dir, mode):
-    script = _PARENT.format(argv=_serve_argv(bundle_dir, tmp_path), mode=mode)
+    script = _PARENT.format(argv=serve_argv(bundle_dir, tmp_path), mode=mode)
     parent = subprocess.Popen(
         [sys.executable, "-c", script],
         env=_env(tmp_path),
@@ -418,7 +403,7 @@ def test_serve_exits_when_its_parent_is_killed(tmp_path, bundle_dir, mode):
 
 def test_serve_refuses_a_dead_parent_pid(tmp_path, bundle_dir):
     r = subprocess.run(
-        _serve_argv(bundle_dir, tmp_path, "--parent-pid", "999999999"),
+        serve_argv(bundle_dir, tmp_path, "--parent-pid", "999999999"),
         env=_env(tmp_path),
         cwd=ROOT,
         capture_output=True,
@@ -443,7 +428,7 @@ def test_sigkill_during_search_keeps_store_and_restart_works(tmp_path, bundle_di
 
     def start():
         proc = subprocess.Popen(
-            _serve_argv(bundle_dir, tmp_path),
+            serve_argv(bundle_dir, tmp_path),
             env=_env(tmp_path),
             cwd=ROOT,
             text=True,

@@ -63,7 +63,7 @@ plugin: setup  ## build rsitr_qgis.zip for the official plugin repository
 
 bench: setup  ## benchmarks (not part of make test): writes bench/results and docs/performance.md
 	@test -f bench/run.py || { echo "make bench: not available yet (issue 7)"; exit 2; }
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 stress: setup  ## slow reliability checks (not part of make test)
 	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }

@@ -206,6 +206,7 @@ class Ctx:
     checkpoint: Path | None = None
     model_is_default: bool = False
     mr_images: int | None = None
+    variants: dict[str, Path] = field(default_factory=dict)  # extra bundles of the same model: name -> dir
     started: float = field(default_factory=time.time)
 
     def log(self, msg: str) -> None:
@@ -221,6 +222,9 @@ class Ctx:
             parts += ["--model", str(m.relative_to(ROOT)) if m.is_relative_to(ROOT) else str(m)]
         if self.checkpoint:
             parts += ["--checkpoint", str(self.checkpoint)]
+        if name == "throughput":
+            for v, d in self.variants.items():
+                parts += ["--variant", f"{v}={d}"]
         if self.mr_images and name == "throughput":
             parts += ["--mr-images", str(self.mr_images)]
         return " ".join(shlex.quote(p) for p in parts)

@@ -53,6 +53,14 @@ def parse(argv: list[str] | None):
     ap.add_argument(
         "--mr-images", type=int, help="evaluate variant mR on the first N test images (default: all; quick: 32)"
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another bundle of the same model to time and evaluate next to it (e.g. fp32=runs/x/ship/fp32); "
+        "repeatable; default: <bundle>-fp16 / <bundle>-int8 siblings",
+    )
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch folder (stores, logs)")
     return ap.parse_args(argv)
 
@@ -75,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown benchmark(s) {sorted(unknown)}; choose from {NAMES}", file=sys.stderr)
         return 2
+    variants = {}
+    for v in args.variant:
+        name, sep, d = v.partition("=")
+        if not sep or not name or not (Path(d) / "model.json").is_file():
+            print(f"error: --variant {v!r}: expected NAME=DIR with DIR a model bundle", file=sys.stderr)
+            return 2
+        variants[name] = Path(d)
     tmp = ROOT / "bench" / "tmp"
     results = Path(args.results) if args.results else (tmp / "results" if args.quick else ROOT / "bench" / "results")
     doc = Path(args.doc) if args.doc else (tmp / "performance.md" if args.quick else ROOT / "docs" / "performance.md")
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         model_is_default=model_info["is_default"],
         mr_images=args.mr_images,
+        variants=variants,
     )
     ctx.log(
         f"bench: model {meta['name']} {meta['version']} ({model}); {machine['cpu_model']}, "

@@ -84,6 +84,7 @@ def cmd_index(args) -> int:
         "provider": res.provider,
         "reused": res.reused,
         "resumed_chunks": res.resumed_chunks,
+        "ivf": res.ivf,
     }
     if res.n_tiles == 0 and res.n_windows:
         print(
@@ -92,6 +93,7 @@ def cmd_index(args) -> int:
             file=sys.stderr,
         )
     word = "reused existing store" if res.reused else f"{res.tiles_per_s:.1f} tiles/s on {res.provider}"
+    word += "; IVF search index built" if res.ivf else ""
     _emit(
         args,
         data,
@@ -173,9 +175,46 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _optimize(args) -> int:
+    """``stores optimize``: build the IVF search index of large complete stores (``--force``: any size)."""
+    from engine.config import stores_dir
+    from engine.errors import NotFound
+    from engine.ivf import ensure_ivf
+    from engine.store import check_store_id, list_stores, store_lock
+
+    if not args.ids and not args.all:
+        raise BadInput("stores optimize needs store ids or --all")
+    root = stores_dir()
+    known = {s["store_id"]: s for s in list_stores(root, sizes=False)}
+    ids = sorted(s for s in known if known[s]["state"] == "complete") if args.all else args.ids
+    for sid in ids:
+        if check_store_id(sid) not in known:
+            raise NotFound(f"unknown store: {sid}")
+    out, lines = [], []
+    for sid in ids:
+        t0 = time.perf_counter()
+        s = known[sid]
+        with store_lock(root, sid):
+            ivf = ensure_ivf(root / sid, force=args.force) if s["state"] == "complete" else None
+        secs = time.perf_counter() - t0
+        out.append(
+            {"store_id": sid, "n_tiles": s["n_tiles"], "state": s["state"], "ivf_lists": ivf.n_lists if ivf else None}
+        )
+        if ivf is not None:
+            word = f"IVF index with {ivf.n_lists} lists ({secs:.1f} s)"
+        else:
+            why = "small store, --force builds one" if s["state"] == "complete" else s["state"]
+            word = f"no IVF index ({why})"
+        lines.append(f"{sid}  {s['n_tiles']:>9} tiles  {word}")
+    _emit(args, {"stores": out}, "\n".join(lines) or "no stores")
+    return 0
+
+
 def cmd_stores(args) -> int:
     from engine.store import clear_stores, list_stores
 
+    if args.action == "optimize":
+        return _optimize(args)
     if args.action == "list":
         stores = list_stores()
         lines = [
@@ -261,12 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_info)
 
-    sp = sub.add_parser("stores", help="list or clear tile stores")
+    sp = sub.add_parser("stores", help="list, clear or optimize tile stores")
     common(sp, model=False)
-    sp.add_argument("action", choices=["list", "clear"])
+    sp.add_argument("action", choices=["list", "clear", "optimize"])
     sp.add_argument("ids", nargs="*")
-    sp.add_argument("--all", action="store_true", help="clear every store")
+    sp.add_argument("--all", action="store_true", help="clear (optimize) every store")
     sp.add_argument("--stale", action="store_true", help="clear stale and corrupted stores only")
+    sp.add_argument("--force", action="store_true", help="optimize: (re)build the IVF index whatever the store size")
     sp.set_defaults(func=cmd_stores)
     return p
 

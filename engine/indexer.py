@@ -17,6 +17,7 @@ from engine.config import cache_max_bytes, stores_dir
 from engine.encoder import Encoder
 from engine.errors import BadInput, Cancelled, EngineError
 from engine.grid import Grid, GridParams
+from engine.ivf import ensure_ivf
 from engine.preprocess import prepare
 from engine.raster import (
     compute_stretch,
@@ -77,6 +78,16 @@ class IndexResult:
     reused: bool = False
     resumed_chunks: int = 0
     skipped_windows: list[int] = field(default_factory=list)
+    ivf: bool = False  # the store has an IVF index (built for stores from LARGE_STORE_MIN_TILES tiles)
+
+
+def _ivf(path: Path) -> bool:
+    """Build the store's IVF index when it is large enough; a failure only warns (search falls back)."""
+    try:
+        return ensure_ivf(path) is not None
+    except (EngineError, OSError, ValueError) as exc:
+        warnings.warn(f"IVF index of {path.name} not built ({exc}); large-store search falls back", stacklevel=2)
+        return False
 
 
 def plan_index(raster: str | Path, encoder: Encoder, params: IndexParams) -> IndexPlan:
@@ -209,10 +220,11 @@ def index_raster(
             except EngineError:
                 m = {}
             if m.get("state") == "complete" and (path / "embeddings.npy").is_file():
+                ivf = _ivf(path)  # stores indexed before IVF indexes existed get one now
                 if progress:
                     progress(n, n)
                 return IndexResult(
-                    plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, reused=True
+                    plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, True, ivf=ivf
                 )
         writer = StoreWriter(path, plan.manifest, params.chunk_tiles)
         n_chunks = (n + params.chunk_tiles - 1) // params.chunk_tiles
@@ -267,6 +279,7 @@ def index_raster(
         manifest = writer.finalize(
             n_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt, plan.info.authid, encoder.meta.embed_dim
         )
+        ivf = _ivf(path)
     enforce_cap(cache_max_bytes(), keep=plan.store_id, root=root)
     secs = time.perf_counter() - t0
     return IndexResult(
@@ -279,4 +292,5 @@ def index_raster(
         embedded / secs if secs > 0 else 0.0,
         encoder.provider,
         resumed_chunks=len(done),
+        ivf=ivf,
     )

@@ -1,4 +1,4 @@
-"""Cosine top-k over tile stores: exact by default, Hamming prefilter + exact re-rank for large stores."""
+"""Cosine top-k over tile stores: exact by default; large stores: IVF lists (engine/ivf.py), else Hamming prefilter."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import shapely
 
 from engine.errors import BadInput
+from engine.ivf import LARGE_STORE_MIN_TILES, search_ivf
 from engine.raster import bbox_lonlat_many
 from engine.store import Store
 
 SCAN_ROWS = 65_536
-PREFILTER_MIN_TILES = 200_000
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -93,8 +93,13 @@ def search_stores(
     qcode: np.ndarray | None = None,
     prefilter: bool | None = None,
     n_candidates: int | None = None,
+    nprobe: int | None = None,
 ) -> list[Hit]:
-    """Top-k tiles over several stores. ``prefilter=None``: use codes only for stores above 200k tiles."""
+    """Top-k tiles over several stores.
+
+    ``prefilter`` chooses the large-store path (None: stores from ``LARGE_STORE_MIN_TILES`` tiles; True: always;
+    False: never): the store's IVF index probing ``nprobe`` lists when it has one, else a Hamming prefilter of
+    ``n_candidates`` rows on its codes (needs ``qcode``). AOI queries are always exact."""
     if not 1 <= k <= 1000:
         raise BadInput(f"k must be between 1 and 1000, got {k}")
     hits: list[Hit] = []
@@ -102,13 +107,11 @@ def search_stores(
         n = st.embeddings.shape[0]
         if n == 0:
             continue
-        use_pf = (
-            (prefilter if prefilter is not None else n >= PREFILTER_MIN_TILES)
-            and st.codes is not None
-            and qcode is not None
-            and aoi is None
-        )
-        if use_pf:
+        large = (prefilter if prefilter is not None else n >= LARGE_STORE_MIN_TILES) and aoi is None
+        ivf = getattr(st, "ivf", None) if large else None
+        if ivf is not None:
+            scores, ids = search_ivf(ivf, q, k, nprobe, emb=st.embeddings)
+        elif large and st.codes is not None and qcode is not None:
             cand = prefilter_candidates(st.codes, qcode, n_candidates or max(50 * k, 2000))
             cand.sort()
             scores = np.asarray(st.embeddings[cand], dtype=np.float32) @ q.astype(np.float32)
@@ -173,7 +176,11 @@ def run_search(stores, encoder, query: str, k: int = 20, threshold=None, aoi=Non
                 f"store {st.store_id} was indexed with model {st.manifest['model']['name']}, not {encoder.meta.name}"
             )
     q = encoder.embed_query(query)
-    need_codes = prefilter or (prefilter is None and any(s.embeddings.shape[0] >= PREFILTER_MIN_TILES for s in stores))
+    need_codes = aoi is None and any(
+        getattr(s, "ivf", None) is None
+        and (prefilter or (prefilter is None and s.embeddings.shape[0] >= LARGE_STORE_MIN_TILES))
+        for s in stores
+    )
     qcode = encoder.text_codes(q[None])[0] if need_codes else None
     hits = search_stores(stores, q, k, threshold, aoi, qcode, prefilter)
     results = hit_records(hits)

@@ -15,10 +15,19 @@ from engine.encoder import Encoder
 from engine.errors import BadInput, Conflict, EngineError, NotFound
 from engine.grid import Grid, GridParams, Window
 from engine.indexer import IndexParams, IndexResult, index_raster
+from engine.ivf import IVF_DIR
 from engine.preprocess import prepare
 from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
 from engine.search import run_search
 from engine.store import Store, check_store_id, current_fingerprint, list_stores, open_store, read_manifest
+
+
+def _mtime_ns(path: Path) -> int:
+    """Modification time of a file, 0 when absent (an IVF index built later reopens a cached store)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 class Engine:
@@ -117,7 +126,7 @@ class Engine:
         path = self.root / check_store_id(store_id)  # before any file access: ids are never paths
         try:
             st_ = (path / "embeddings.npy").stat()
-            key = (store_id, st_.st_mtime_ns, st_.st_size)
+            key = (store_id, st_.st_mtime_ns, st_.st_size, _mtime_ns(path / IVF_DIR / "meta.json"))
         except OSError:
             key = None
         with self._lock:

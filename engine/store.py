@@ -21,6 +21,7 @@ import shapely
 from engine import gpkg
 from engine.config import stores_dir
 from engine.errors import Conflict, CorruptData, DiskFull, NotFound
+from engine.ivf import IVF_DIR, IVFIndex, load_ivf, matches
 from engine.raster import fingerprint
 
 FORMAT_VERSION = 1
@@ -162,6 +163,7 @@ class StoreWriter:
                 f.unlink()
         self.manifest.update(state="partial", chunk_tiles=chunk_tiles)
         atomic_write_json(path / "manifest.json", self.manifest)
+        shutil.rmtree(path / IVF_DIR, ignore_errors=True)  # an index of earlier embeddings never survives a rewrite
 
     def _read_manifest(self) -> dict | None:
         try:
@@ -258,6 +260,7 @@ class Store:
     embeddings: np.ndarray  # float16 memmap [n, D]
     windows: np.ndarray  # int64 [n, 4] x_off, y_off, w, h
     codes: np.ndarray | None
+    ivf: IVFIndex | None = None  # large-store search index (engine/ivf.py), when built
     _polys: np.ndarray | None = None
     _emb32: np.ndarray | None = None
 
@@ -364,7 +367,7 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
             codes = None
         if codes is not None and codes.shape[0] != n:
             codes = None
-    store = Store(path=path, manifest=m, embeddings=emb, windows=win, codes=codes)
+    store = Store(path=path, manifest=m, embeddings=emb, windows=win, codes=codes, ivf=_open_ivf(path, m))
     if check_stale and store.is_stale():
         raise Conflict(
             f"store {store_id} is stale: {store.raster_path} changed or vanished since it was indexed; re-run index"
@@ -372,6 +375,17 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
     with contextlib.suppress(OSError):
         os.utime(path / "manifest.json")  # last use, for the size cap's LRU eviction
     return store
+
+
+def _open_ivf(path: Path, manifest: dict) -> IVFIndex | None:
+    """The store's IVF index when present and built for these embeddings, else None (search falls back)."""
+    if not (path / IVF_DIR / "meta.json").is_file():
+        return None
+    try:
+        ivf = load_ivf(path / IVF_DIR)
+    except CorruptData:
+        return None
+    return ivf if matches(ivf, manifest) else None
 
 
 def list_stores(root: Path | None = None, sizes: bool = True) -> list[dict]:

@@ -69,9 +69,9 @@ stress: setup  ## slow reliability checks (not part of make test)
 	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }
 	$(PY) tests/stress/run.py
 
-train-default: setup  ## reproduce the shipped default model from scratch (~1 h on 2 CPU cores), ship it
+train-default: setup  ## reproduce the shipped default model from scratch (~1.2 h on 2 CPU cores), ship it
 	$(PY) training/train.py --config training/configs/pir_lite.yaml --set export=false
-	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite
+	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite --version 0.2.0
 
 clean-venv:  ## remove the venv and stamps
 	rm -rf $(VENV) $(STAMPS)

@@ -61,8 +61,7 @@ def ablation_table() -> str:
     ]
     names = (
         ("b", "full robust recipe"),
-        ("nobelief", "without soft belief"),
-        ("nopae", "without Spatial-PAE"),
+        ("nopir", "without soft belief and Spatial-PAE"),
         ("noaff", "without affiliation loss"),
         ("nosp", "without self-paced weighting (InfoNCE + aff + PIR)"),
         ("a", "plain InfoNCE, no aff (baseline a)"),
@@ -73,7 +72,7 @@ def ablation_table() -> str:
             if rec is None:
                 lines.append(f"| {r} | {lab} | not run (time) |  |  |  |")
                 continue
-            robust = kind in ("b", "nobelief", "nopae", "noaff")  # InfoNCE rows do not divide pairs
+            robust = kind in ("b", "nopir", "nobelief", "nopae", "noaff")  # InfoNCE rows do not divide pairs
             dv = rec.get("division_last_epoch") if robust else None
             pr = f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
             lines.append(

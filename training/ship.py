@@ -196,7 +196,11 @@ VARIANTS = (
 )
 
 
-def ship(checkpoint: str, out: str, work: str, split: str = "test", training_config: str = "") -> dict:
+def ship(
+    checkpoint: str, out: str, work: str, split: str = "test", training_config: str = "", version: str = "0.1.0"
+) -> dict:
+    """Export, measure, compact and copy the bundle. ``version`` must change with the weights: store ids hash the
+    model name + version, so a retrained model under an old version would reuse stores of the old one."""
     from training.export import export_bundle
 
     work_dir = Path(work)
@@ -204,12 +208,16 @@ def ship(checkpoint: str, out: str, work: str, split: str = "test", training_con
     fp32 = work_dir / "fp32"
     cached = work_dir / f"fp32_{split}.json"
     reuse = cached.exists() and (fp32 / "model.json").exists()
-    if reuse and json.loads(cached.read_text()).get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime:
+    if (
+        reuse
+        and json.loads(cached.read_text()).get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime
+        and json.loads((fp32 / "model.json").read_text()).get("version") == version
+    ):
         base = json.loads(cached.read_text())["metrics"]  # same checkpoint, already exported and measured
     else:
         if fp32.exists():
             shutil.rmtree(fp32)
-        export_bundle(checkpoint, fp32, training_config=training_config, name="pir-lite", gsd_m=GSD_M)
+        export_bundle(checkpoint, fp32, training_config=training_config, name="pir-lite", gsd_m=GSD_M, version=version)
         base = evaluate_bundle_full(fp32, split=split)
         cached.write_text(json.dumps({"checkpoint_mtime": Path(checkpoint).stat().st_mtime, "metrics": base}))
     report = {"checkpoint": str(checkpoint), "variants": {}}
@@ -284,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default="resources/models/pir-lite")
     s.add_argument("--work", default=None, help="default: <checkpoint dir>/ship")
     s.add_argument("--training-config", default="training/configs/pir_lite.yaml")
+    s.add_argument("--version", default="0.1.0", help="bundle version: bump it whenever the weights change")
     args = ap.parse_args(argv)
     if args.cmd == "eval":
         m = evaluate_bundle_full(args.bundle, args.data, args.split)
@@ -294,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(res, indent=2))
     else:
         work = args.work or str(Path(args.checkpoint).parent / "ship")
-        ship(args.checkpoint, args.out, work, training_config=args.training_config)
+        ship(args.checkpoint, args.out, work, training_config=args.training_config, version=args.version)
     return 0
 
 

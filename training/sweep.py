@@ -10,9 +10,9 @@ After training, the best-on-val checkpoint is evaluated on the test split from c
 (fp16 cache in ``runs/cache``, same as val during training) and one JSON per row is written to ``--out``.
 
 Rows: ``a_<rate>`` = plain InfoNCE, no affiliation loss, same model (CLIP-FT-style baseline), ``b_<rate>`` =
-robust recipe (config default), ``nobelief_<rate>``, ``nopae_<rate>``, ``noaff_<rate>``, ``nosp_<rate>`` =
-robust recipe without soft belief / Spatial-PAE / affiliation loss / self-paced weighting (``loss=infonce``
-keeps affiliation + PIR components).
+robust recipe (config default), ``nobelief_<rate>``, ``nopae_<rate>``, ``nopir_<rate>``, ``noaff_<rate>``,
+``nosp_<rate>`` = robust recipe without soft belief / Spatial-PAE / both / affiliation loss / self-paced
+weighting (``loss=infonce`` keeps affiliation + PIR components).
 """
 
 from __future__ import annotations
@@ -39,16 +39,18 @@ VARIANTS = {
     "b": [],
     "nobelief": ["model.use_belief=false"],
     "nopae": ["model.use_spatial_pae=false"],
+    "nopir": ["model.use_belief=false", "model.use_spatial_pae=false"],  # issue 6 ablation: no belief/Spatial-PAE
     "noaff": ["aff_weight=0"],
     "nosp": ["loss=infonce"],  # robust recipe minus self-paced weighting/robust triplet: InfoNCE + aff + PIR
 }
 
 
-def row_overrides(row: str, epochs: int, extra: list[str]) -> tuple[str, list[str]]:
+def row_overrides(row: str, epochs: int, extra: list[str], tag: str = "") -> tuple[str, list[str]]:
+    """Run name and config overrides of one row; ``tag`` separates schedules (``_e4``: a 4-epoch series)."""
     kind, _, rate = row.rpartition("_")
     if kind not in VARIANTS:
         raise ValueError(f"unknown row {row!r}")
-    name = f"sweep_{kind}_n{rate}"
+    name = f"sweep_{kind}_n{rate}{tag}"
     sets = [f"name={name}", f"epochs={epochs}", f"noise_rate={float(rate)}", "export=false", *VARIANTS[kind], *extra]
     return name, sets
 
@@ -148,7 +150,7 @@ def summarize(run_dir: Path) -> dict:
 
 
 def run_row(row: str, args) -> dict:
-    name, sets = row_overrides(row, args.epochs, args.set)
+    name, sets = row_overrides(row, args.epochs, args.set, args.tag)
     cfg = TrainConfig.load(args.config, sets)
     run_dir = Path(cfg.out_dir) / cfg.name
     outp = Path(args.out) / f"{name}.json"
@@ -181,7 +183,8 @@ def run_row(row: str, args) -> dict:
         "noise_rate": cfg.noise_rate,
         "overrides": sets,
         "command": f"python -m training.sweep --config {args.config} --scene-from {args.scene_from} "
-        f"--epochs {args.epochs} --row {row}",
+        f"--epochs {args.epochs} --row {row}" + (f" --tag {args.tag}" if args.tag else ""),
+        "epochs_schedule": args.epochs,
         "test": {k: round(float(v), 2) for k, v in test.items()},
         "cpu_seconds": round((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime), 1),
         "wall_seconds": round(wall, 1),
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--row", action="append", required=True, help="a_0.4, b_0.6, noaff_0.0, ...")
     ap.add_argument("--set", action="append", default=[], help="extra override for every row")
+    ap.add_argument("--tag", default="", help="suffix of run names and JSONs for another schedule, e.g. _e4")
     ap.add_argument("--out", default="docs/results/noise")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)

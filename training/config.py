@@ -79,14 +79,18 @@ class TrainConfig:
                 data.setdefault("model", {})[key[6:]] = val
             else:
                 data[key] = val
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "config")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def from_dict_strict(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass, rejecting keys it does not have with one clear error."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {sorted(unknown)}")
+    return cls(**d)
 
 
 def resolve_path(p: str) -> Path:

@@ -9,12 +9,13 @@ that training on 2 CPU cores only runs the top layers on cached features.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config import from_dict_strict
 from training.models.belief import apply_soft_belief
 from training.models.hash_head import HashHead
 from training.models.minilm import MiniLM, mean_pool
@@ -57,15 +58,11 @@ class PIRLiteConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PIRLiteConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PIR-Lite config keys: {sorted(unknown)}")
         d = dict(d)
         for k in ("mean", "std"):
             if k in d:
                 d[k] = tuple(d[k])
-        return cls(**d)
+        return from_dict_strict(cls, d, "PIR-Lite config")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config import from_dict_strict
 from training.models.belief import apply_soft_belief
 
 # activation each public checkpoint family was trained with (a mismatch runs silently but degrades output)
@@ -56,11 +57,7 @@ class PIRViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PIRViTConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PIR-ViT config keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d, "PIR-ViT config")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -42,6 +42,9 @@ class TrainConfig:
     # losses
     loss: str = "infonce"  # infonce | robust (RRSITR self-paced + robust triplet)
     sp_warmup_epochs: int = 1
+    # robust epochs: uniform (one random caption per image) | division (among rows a full no-grad division pass
+    # does not call noisy; training/caption_sampling.py)
+    caption_sampling: str = "uniform"
     gamma1: float = 0.27
     gamma2: float = 0.98
     threshold_mode: str = "chance"

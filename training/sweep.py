@@ -10,7 +10,8 @@ After training, the best-on-val checkpoint is evaluated on the test split from c
 (fp16 cache in ``runs/cache``, same as val during training) and one JSON per row is written to ``--out``.
 
 Rows: ``a_<rate>`` = plain InfoNCE, no affiliation loss, same model (CLIP-FT-style baseline), ``b_<rate>`` =
-robust recipe (config default), ``nobelief_<rate>``, ``nopae_<rate>``, ``nopir_<rate>``, ``noaff_<rate>``,
+robust recipe (config default), ``r_<rate>`` = robust recipe v2 (b + division-guided caption sampling,
+``training/caption_sampling.py``), ``nobelief_<rate>``, ``nopae_<rate>``, ``nopir_<rate>``, ``noaff_<rate>``,
 ``nosp_<rate>`` = robust recipe without soft belief / Spatial-PAE / both / affiliation loss / self-paced
 weighting (``loss=infonce`` keeps affiliation + PIR components).
 """
@@ -37,6 +38,7 @@ from training.config import TrainConfig, resolve_path  # noqa: E402
 VARIANTS = {
     "a": ["loss=infonce", "aff_weight=0"],  # plain InfoNCE on the same model (CLIP-FT-style baseline)
     "b": [],
+    "r": ["caption_sampling=division"],  # robust recipe v2: b + division-guided caption sampling
     "nobelief": ["model.use_belief=false"],
     "nopae": ["model.use_spatial_pae=false"],
     "nopir": ["model.use_belief=false", "model.use_spatial_pae=false"],  # issue 6 ablation: no belief/Spatial-PAE

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training import caption_sampling
 from training.config import TrainConfig, resolve_path
 from training.data.noise import inject_noise
 from training.data.readers import CaptionRecord, read_dataset
@@ -201,6 +202,37 @@ def epoch_pairs(train: Split, mode: str, rng: np.random.RandomState) -> np.ndarr
     return rows[rng.permutation(len(rows))]
 
 
+def division_epoch_pairs(
+    model, cfg: TrainConfig, sp: SelfPacedParams, train: Split, rng: np.random.RandomState, corrupted: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    """Rows of one robust epoch drawn by ``caption_sampling.sample_rows`` after a no-grad division of every
+    training row; returns them and the division's counts (+ precision/recall against ``corrupted``).
+    """
+    if cfg.pairs_per_epoch != "images":
+        raise ValueError("caption_sampling=division needs pairs_per_epoch=images")
+    t0 = time.time()
+    img, txt = embed_cached(
+        model, train.cache["img_mid"], train.instr_feat, train.tcache["h_mid"], train.tcache["mask"]
+    )
+    scale = float(cfg.fixed_logit_scale) if cfg.fixed_logit_scale else float(model.logit_scale.exp())
+    batches = caption_sampling.slot_batches(train.row_img, cfg.batch_size, rng)
+    losses = caption_sampling.row_losses(
+        torch.from_numpy(img), torch.from_numpy(txt), train.row_img, train.row_txt, scale, batches
+    )
+    g1, g2 = thresholds(sp, cfg.batch_size, 2, None)
+    group = caption_sampling.divide(losses, g1, g2)
+    rows = caption_sampling.sample_rows(train.row_img, group, losses, rng)
+    info = {
+        "clean": int((group == caption_sampling.CLEAN).sum()),
+        "ambiguous": int((group == caption_sampling.AMBIGUOUS).sum()),
+        "noisy": int((group == caption_sampling.NOISY).sum()),
+        "sampled_corrupted_frac": round(float(corrupted[rows].mean()), 4),
+        "seconds": round(time.time() - t0, 1),
+    }
+    info.update(division_pr(group == caption_sampling.NOISY, corrupted))
+    return rows, info
+
+
 def batch_loss(
     model,
     cfg: TrainConfig,
@@ -317,6 +349,8 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     """Train per ``cfg``; returns the run directory (``best.pt``, ``last.pt``, ``metrics.jsonl``, plots,
     bundle).
     """
+    if cfg.caption_sampling not in ("uniform", "division"):
+        raise ValueError(f"caption_sampling must be 'uniform' or 'division', got {cfg.caption_sampling!r}")
     torch.set_num_threads(cfg.num_threads)
     seed_all(cfg.seed)
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -365,6 +399,16 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         t0 = time.time()
         state["scene"] = train_scene_classifier(model, cfg, train, val, classes, labels_img, log)
         state["scene"]["seconds"] = round(time.time() - t0, 1)
+        # epoch-0 checkpoint: a resumed run (or training.sweep --scene-from) skips the classifier
+        ck0 = {
+            "state_dict": model.state_dict(),
+            "model_config": model.cfg.to_dict(),
+            "train_config": cfg.to_dict(),
+            "classes": classes,
+            "state": state,
+        }
+        torch.save(ck0, run_dir / "tmp_last.pt")
+        (run_dir / "tmp_last.pt").rename(ckpt_last)
     for s in (train, val):
         s.instr_feat = instruction_features(model, s.cache["instr_mid"])
 
@@ -386,10 +430,15 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     while state["epoch"] < cfg.epochs:
         ep = state["epoch"]
         t0 = time.time()
+        full_div = None
+        if cfg.caption_sampling == "division" and cfg.loss == "robust" and ep >= cfg.sp_warmup_epochs:
+            rows_all, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
+            log(f"epoch {ep + 1}: full-pass division {json.dumps(full_div)}")
+        else:
+            rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
         model.train()
         model.image_trunk.eval()
         model.instr.eval()
-        rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
         nb = max(1, len(rows_all) // cfg.batch_size)
         sums: dict[str, float] = {}
         seen, pl, grp, wts = [], [], [], []
@@ -412,7 +461,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             pl.append(st["per_pair"].numpy())
             grp.append(st["group"].numpy())
             wts.append(st["weight"].numpy())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         seen_a, pl_a, grp_a, w_a = map(np.concatenate, (seen, pl, grp, wts))
         state["quantiles"] = (float(np.quantile(pl_a, cfg.q1)), float(np.quantile(pl_a, cfg.q2)))
         train_s = time.time() - t0
@@ -436,6 +485,8 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         }
         if noise is not None:
             rec.update(division_pr(grp_a == 2, corr))
+        if full_div is not None:
+            rec["full_division"] = full_div
         last_weights = {"weight": w_a, "per_pair": pl_a, "corrupted": corr}
         state["epoch"] = ep + 1
         state["history"].append(rec)

@@ -37,3 +37,10 @@ def test_overrides_load_into_the_default_config():
     cfg = TrainConfig.load(PROJECT_ROOT / "training/configs/pir_lite.yaml", sets)
     assert cfg.epochs == 3 and cfg.noise_rate == pytest.approx(0.4) and cfg.name == "sweep_nopir_n0.4_e3"
     assert cfg.model["use_belief"] is False and cfg.model["use_spatial_pae"] is False
+
+
+def test_r_row_is_the_robust_recipe_with_division_sampling():
+    _, sets = row_overrides("r_0.4", 4, [], "_v2")
+    cfg = TrainConfig.load(PROJECT_ROOT / "training/configs/pir_lite.yaml", sets)
+    assert cfg.caption_sampling == "division" and cfg.loss == "robust" and cfg.aff_weight == 1.0
+    assert cfg.name == "sweep_r_n0.4_v2"

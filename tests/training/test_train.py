@@ -41,3 +41,37 @@ def test_noisy_run_and_resume(tmp_path, shared):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["noise_effective_rate"] <= 0.4
     assert (run_dir / "plots" / "noisy_division.png").is_file()
+
+
+def test_division_sampling_and_epoch0_checkpoint(tmp_path, shared):
+    import torch
+
+    from training.train import run
+
+    base = [
+        f"out_dir={tmp_path}",
+        "cache_dir=null",
+        "export=false",
+        "noise_rate=0.4",
+        "name=divsample",
+        "max_train_pairs=60",
+        "max_val_images=6",
+        "model.image_size=32",
+        "model.hash_bits=0",
+        "pairs_per_epoch=images",
+        "caption_sampling=division",
+        "batch_size=8",
+    ]
+    run_dir = run(TrainConfig.load(SMOKE, base + ["epochs=0"]))
+    ck = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["state"]["epoch"] == 0 and ck["state"]["scene"]["scene_train_acc"] >= 0
+    run(TrainConfig.load(SMOKE, base + ["epochs=2"]), resume=True)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "full_division" not in lines[0]  # warm-up epoch: uniform sampling
+    fd = lines[1]["full_division"]
+    n_rows = fd["clean"] + fd["ambiguous"] + fd["noisy"]
+    assert n_rows == 60 and 0 <= fd["noisy_precision"] <= 1 and 0 <= fd["sampled_corrupted_frac"] <= 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["scene"] == ck["state"]["scene"]  # the classifier was not retrained on resume
+    with pytest.raises(ValueError, match="caption_sampling"):
+        run(TrainConfig.load(SMOKE, [*base, "epochs=1", "caption_sampling=best"]))

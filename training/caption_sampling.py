@@ -1,0 +1,80 @@
+"""Division-guided caption sampling (robust recipe v2, issue 6).
+
+The in-batch RRSITR division only sees the one caption per image that the epoch happened to draw, so at noise
+0.4 about 40 % of every epoch's pairs are spent on captions the model already recognises as wrong. Before each
+robust epoch this module scores *every* (image, caption) row with the current model (a no-grad pass over the
+cached features, NCR-style), splits the rows with the same chance-relative thresholds as the in-batch division,
+and draws each image's caption for the epoch uniformly among its rows that are not in the noisy group (the
+lowest-loss row when all of them are). The in-batch self-paced loss and robust triplet then run unchanged.
+
+Per-row losses are computed in batches that hold each image once, exactly like the training batches, so the
+loss scale matches the thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.losses import per_pair_nce, positive_mask
+
+CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
+
+
+def slot_batches(row_img: np.ndarray, batch_size: int, rng: np.random.RandomState) -> list[np.ndarray]:
+    """Row indices covering every row once, in batches where no image appears twice.
+
+    Each image's rows are put in random order; slot k holds the k-th row of every image that has one; each
+    slot is shuffled and cut into batches of ``batch_size`` (the last one of a slot may be smaller).
+    """
+    by_img: dict[int, list[int]] = {}
+    for r, im in enumerate(row_img):
+        by_img.setdefault(int(im), []).append(r)
+    slots: list[list[int]] = []
+    for rows in by_img.values():
+        for k, r in enumerate(rng.permutation(rows)):
+            if k == len(slots):
+                slots.append([])
+            slots[k].append(int(r))
+    out = []
+    for slot in slots:
+        s = np.asarray(slot)[rng.permutation(len(slot))]
+        out.extend(s[i : i + batch_size] for i in range(0, len(s), batch_size))
+    return out
+
+
+@torch.no_grad()
+def row_losses(
+    img_emb: torch.Tensor,
+    txt_emb: torch.Tensor,
+    row_img: np.ndarray,
+    row_txt: np.ndarray,
+    scale: float,
+    batches: list[np.ndarray],
+) -> np.ndarray:
+    """Per-row ``CE_i2t + CE_t2i`` (the in-batch division's loss) for every row, batch by batch."""
+    out = np.full(len(row_img), np.nan, dtype=np.float32)
+    for b in batches:
+        ii = torch.from_numpy(row_img[b])
+        tt = torch.from_numpy(row_txt[b])
+        li, lt, _ = per_pair_nce(img_emb[ii], txt_emb[tt], scale, positive_mask(ii, tt))
+        out[b] = (li + lt).numpy()
+    return out
+
+
+def divide(losses: np.ndarray, g1: float, g2: float) -> np.ndarray:
+    """Group per row: 0 clean (l < g1), 1 ambiguous, 2 noisy (l >= g2)."""
+    return np.where(losses < g1, CLEAN, np.where(losses >= g2, NOISY, AMBIGUOUS)).astype(np.int8)
+
+
+def sample_rows(row_img: np.ndarray, group: np.ndarray, losses: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """One row per image, uniform among its non-noisy rows (its lowest-loss row if all are noisy); shuffled."""
+    by_img: dict[int, list[int]] = {}
+    for r, im in enumerate(row_img):
+        by_img.setdefault(int(im), []).append(r)
+    picked = []
+    for rows in by_img.values():
+        ok = [r for r in rows if group[r] != NOISY]
+        picked.append(int(rng.choice(ok)) if ok else min(rows, key=lambda r: losses[r]))
+    picked_a = np.asarray(picked)
+    return picked_a[rng.permutation(len(picked_a))]

@@ -43,7 +43,8 @@ class TrainConfig:
     loss: str = "infonce"  # infonce | robust (RRSITR self-paced + robust triplet)
     sp_warmup_epochs: int = 1
     # robust epochs: uniform (one random caption per image) | division (among rows a full no-grad division pass
-    # does not call noisy; training/caption_sampling.py)
+    # does not call noisy; training/caption_sampling.py) | oracle (analysis only: among the rows the noise
+    # injection left intact, every epoch; the ceiling of any division)
     caption_sampling: str = "uniform"
     gamma1: float = 0.27
     gamma2: float = 0.98

@@ -39,6 +39,7 @@ VARIANTS = {
     "a": ["loss=infonce", "aff_weight=0"],  # plain InfoNCE on the same model (CLIP-FT-style baseline)
     "b": [],
     "r": ["caption_sampling=division"],  # robust recipe v2: b + division-guided caption sampling
+    "oracle": ["caption_sampling=oracle"],  # analysis only: b trained on the truly clean captions (the ceiling)
     "nobelief": ["model.use_belief=false"],
     "nopae": ["model.use_spatial_pae=false"],
     "nopir": ["model.use_belief=false", "model.use_spatial_pae=false"],  # issue 6 ablation: no belief/Spatial-PAE
@@ -135,6 +136,7 @@ def summarize(run_dir: Path) -> dict:
                     "noisy_precision",
                     "noisy_recall",
                     "pred_noisy_frac",
+                    "full_division",
                 )
                 if k in h
             }

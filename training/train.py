@@ -208,8 +208,6 @@ def division_epoch_pairs(
     """Rows of one robust epoch drawn by ``caption_sampling.sample_rows`` after a no-grad division of every
     training row; returns them and the division's counts (+ precision/recall against ``corrupted``).
     """
-    if cfg.pairs_per_epoch != "images":
-        raise ValueError("caption_sampling=division needs pairs_per_epoch=images")
     t0 = time.time()
     img, txt = embed_cached(
         model, train.cache["img_mid"], train.instr_feat, train.tcache["h_mid"], train.tcache["mask"]
@@ -349,8 +347,10 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     """Train per ``cfg``; returns the run directory (``best.pt``, ``last.pt``, ``metrics.jsonl``, plots,
     bundle).
     """
-    if cfg.caption_sampling not in ("uniform", "division"):
-        raise ValueError(f"caption_sampling must be 'uniform' or 'division', got {cfg.caption_sampling!r}")
+    if cfg.caption_sampling not in ("uniform", "division", "oracle"):
+        raise ValueError(f"caption_sampling must be 'uniform', 'division' or 'oracle', got {cfg.caption_sampling!r}")
+    if cfg.caption_sampling != "uniform" and cfg.pairs_per_epoch != "images":
+        raise ValueError(f"caption_sampling={cfg.caption_sampling} needs pairs_per_epoch=images")
     torch.set_num_threads(cfg.num_threads)
     seed_all(cfg.seed)
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -434,6 +434,9 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         if cfg.caption_sampling == "division" and cfg.loss == "robust" and ep >= cfg.sp_warmup_epochs:
             rows_all, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
             log(f"epoch {ep + 1}: full-pass division {json.dumps(full_div)}")
+        elif cfg.caption_sampling == "oracle":  # analysis only: the injected noise's ground truth
+            truth = np.where(corrupted, caption_sampling.NOISY, caption_sampling.CLEAN)
+            rows_all = caption_sampling.sample_rows(train.row_img, truth, corrupted.astype(np.float32), rng)
         else:
             rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
         model.train()
@@ -485,6 +488,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         }
         if noise is not None:
             rec.update(division_pr(grp_a == 2, corr))
+            rec["seen_corrupted_frac"] = round(float(corr.mean()), 4)
         if full_div is not None:
             rec["full_division"] = full_div
         last_weights = {"weight": w_a, "per_pair": pl_a, "corrupted": corr}

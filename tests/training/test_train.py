@@ -75,3 +75,29 @@ def test_division_sampling_and_epoch0_checkpoint(tmp_path, shared):
     assert summary["scene"] == ck["state"]["scene"]  # the classifier was not retrained on resume
     with pytest.raises(ValueError, match="caption_sampling"):
         run(TrainConfig.load(SMOKE, [*base, "epochs=1", "caption_sampling=best"]))
+
+
+def test_oracle_sampling_draws_only_intact_captions(tmp_path, shared):
+    from training.train import run
+
+    sets = [
+        f"out_dir={tmp_path}",
+        "cache_dir=null",
+        "export=false",
+        "noise_rate=0.4",
+        "name=oracle",
+        "max_train_pairs=60",
+        "max_val_images=6",
+        "model.image_size=32",
+        "model.hash_bits=0",
+        "pairs_per_epoch=images",
+        "caption_sampling=oracle",
+        "batch_size=8",
+        "epochs=1",
+        "scene_epochs=1",
+    ]
+    run_dir = run(TrainConfig.load(SMOKE, sets))
+    rec = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["seen_corrupted_frac"] <= 0.1  # only images whose 5 captions were all permuted keep one
+    with pytest.raises(ValueError, match="pairs_per_epoch=images"):
+        run(TrainConfig.load(SMOKE, [*sets, "pairs_per_epoch=all"]))

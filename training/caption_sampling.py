@@ -67,14 +67,36 @@ def divide(losses: np.ndarray, g1: float, g2: float) -> np.ndarray:
     return np.where(losses < g1, CLEAN, np.where(losses >= g2, NOISY, AMBIGUOUS)).astype(np.int8)
 
 
-def sample_rows(row_img: np.ndarray, group: np.ndarray, losses: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """One row per image, uniform among its non-noisy rows (its lowest-loss row if all are noisy); shuffled."""
+def sample_rows(
+    row_img: np.ndarray,
+    group: np.ndarray,
+    losses: np.ndarray,
+    rng: np.random.RandomState,
+    all_noisy: str = "lowest",
+) -> np.ndarray:
+    """One row per image, uniform among its non-noisy rows; shuffled.
+
+    An image whose rows are all noisy contributes its lowest-loss row (``all_noisy="lowest"``) or is replaced
+    by a second non-noisy row of a random other image (``"replace"``), which keeps the epoch's size.
+    """
+    if all_noisy not in ("lowest", "replace"):
+        raise ValueError(f"all_noisy must be 'lowest' or 'replace', got {all_noisy!r}")
     by_img: dict[int, list[int]] = {}
     for r, im in enumerate(row_img):
         by_img.setdefault(int(im), []).append(r)
-    picked = []
+    picked, n_missing = [], 0
     for rows in by_img.values():
         ok = [r for r in rows if group[r] != NOISY]
-        picked.append(int(rng.choice(ok)) if ok else min(rows, key=lambda r: losses[r]))
+        if ok:
+            picked.append(int(rng.choice(ok)))
+        elif all_noisy == "lowest":
+            picked.append(min(rows, key=lambda r: losses[r]))
+        else:
+            n_missing += 1
+    if n_missing:
+        pool = np.setdiff1d(np.flatnonzero(group != NOISY), picked)
+        if len(pool) == 0:
+            pool = np.flatnonzero(group != NOISY)
+        picked.extend(int(r) for r in rng.choice(pool, size=n_missing, replace=len(pool) < n_missing))
     picked_a = np.asarray(picked)
     return picked_a[rng.permutation(len(picked_a))]

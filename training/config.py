@@ -46,6 +46,7 @@ class TrainConfig:
     # does not call noisy; training/caption_sampling.py) | oracle (analysis only: among the rows the noise
     # injection left intact, every epoch; the ceiling of any division)
     caption_sampling: str = "uniform"
+    sampling_all_noisy: str = "lowest"  # division sampling, image with no non-noisy row: lowest | replace
     gamma1: float = 0.27
     gamma2: float = 0.98
     threshold_mode: str = "chance"

@@ -219,7 +219,7 @@ def division_epoch_pairs(
     )
     g1, g2 = thresholds(sp, cfg.batch_size, 2, None)
     group = caption_sampling.divide(losses, g1, g2)
-    rows = caption_sampling.sample_rows(train.row_img, group, losses, rng)
+    rows = caption_sampling.sample_rows(train.row_img, group, losses, rng, cfg.sampling_all_noisy)
     info = {
         "clean": int((group == caption_sampling.CLEAN).sum()),
         "ambiguous": int((group == caption_sampling.AMBIGUOUS).sum()),

@@ -1,6 +1,7 @@
 """Division-guided caption sampling: batches, per-row losses, groups and the per-image draw."""
 
 import numpy as np
+import pytest
 import torch
 
 from training.caption_sampling import NOISY, divide, row_losses, sample_rows, slot_batches
@@ -53,3 +54,16 @@ def test_sample_rows_avoids_noisy_rows():
         assert picked[1] == 4  # all noisy: the lowest-loss row
         assert picked[2] in (6, 8)
         assert picked[3] == 10
+
+
+def test_sample_rows_replace_never_draws_a_noisy_row_and_keeps_the_size():
+    row_img = _rows(4, 3)
+    group = np.array([2, 0, 2, 2, 2, 2, 1, 2, 0, 2, 0, 2], dtype=np.int8)  # image 1: no intact row
+    losses = np.zeros(12, dtype=np.float32)
+    for seed in range(20):
+        rows = sample_rows(row_img, group, losses, np.random.RandomState(seed), all_noisy="replace")
+        assert len(rows) == 4 and len(set(rows.tolist())) == 4
+        assert (group[rows] != 2).all()
+        assert 1 not in row_img[rows]  # image 1 has no intact row: replaced by another image's
+    with pytest.raises(ValueError, match="all_noisy"):
+        sample_rows(row_img, group, losses, np.random.RandomState(0), all_noisy="drop")

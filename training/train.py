@@ -202,6 +202,24 @@ def epoch_pairs(train: Split, mode: str, rng: np.random.RandomState) -> np.ndarr
     return rows[rng.permutation(len(rows))]
 
 
+def checkpoint(model, cfg: TrainConfig, classes: list[str], state: dict) -> dict:
+    """Checkpoint dict (weights, configs, classes, trainer state); ``last.pt`` adds the optimizer."""
+    return {
+        "state_dict": model.state_dict(),
+        "model_config": model.cfg.to_dict(),
+        "train_config": cfg.to_dict(),
+        "classes": classes,
+        "state": state,
+    }
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save through a temporary file, so an interrupted save never leaves a truncated checkpoint."""
+    tmp = path.with_name("tmp_" + path.name)
+    torch.save(obj, tmp)
+    tmp.rename(path)
+
+
 def division_epoch_pairs(
     model, cfg: TrainConfig, sp: SelfPacedParams, train: Split, rng: np.random.RandomState, corrupted: np.ndarray
 ) -> tuple[np.ndarray, dict]:
@@ -400,15 +418,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         state["scene"] = train_scene_classifier(model, cfg, train, val, classes, labels_img, log)
         state["scene"]["seconds"] = round(time.time() - t0, 1)
         # epoch-0 checkpoint: a resumed run (or training.sweep --scene-from) skips the classifier
-        ck0 = {
-            "state_dict": model.state_dict(),
-            "model_config": model.cfg.to_dict(),
-            "train_config": cfg.to_dict(),
-            "classes": classes,
-            "state": state,
-        }
-        torch.save(ck0, run_dir / "tmp_last.pt")
-        (run_dir / "tmp_last.pt").rename(ckpt_last)
+        save_atomic(checkpoint(model, cfg, classes, state), ckpt_last)
     for s in (train, val):
         s.instr_feat = instruction_features(model, s.cache["instr_mid"])
 
@@ -497,20 +507,13 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         log(f"epoch {ep + 1}: val mR {vm['mr']:.2f} ({json.dumps(vm)}), train {train_s:.0f}s")
-        ck = {
-            "state_dict": model.state_dict(),
-            "model_config": model.cfg.to_dict(),
-            "train_config": cfg.to_dict(),
-            "classes": classes,
-            "state": state,
-            "optimizer": {"opt": opt.state_dict(), "sched": sched.state_dict()},
-        }
+        ck = checkpoint(model, cfg, classes, state)
+        ck["optimizer"] = {"opt": opt.state_dict(), "sched": sched.state_dict()}
         if vm["mr"] > state["best_mr"]:
             state["best_mr"] = vm["mr"]
             state["best_epoch"] = ep + 1
-            torch.save({k: v for k, v in ck.items() if k != "optimizer"}, run_dir / "best.pt")
-        torch.save(ck, run_dir / "tmp_last.pt")
-        (run_dir / "tmp_last.pt").rename(ckpt_last)
+            save_atomic({k: v for k, v in ck.items() if k != "optimizer"}, run_dir / "best.pt")
+        save_atomic(ck, ckpt_last)
         plot_run(run_dir, state["history"], last_weights)
     summary = {
         "best_val_mr": state["best_mr"],

@@ -21,17 +21,22 @@ from training.losses import per_pair_nce, positive_mask
 CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
 
 
+def rows_by_image(row_img: np.ndarray) -> list[list[int]]:
+    """Row indices of each image, images in order of first appearance."""
+    by_img: dict[int, list[int]] = {}
+    for r, im in enumerate(row_img):
+        by_img.setdefault(int(im), []).append(r)
+    return list(by_img.values())
+
+
 def slot_batches(row_img: np.ndarray, batch_size: int, rng: np.random.RandomState) -> list[np.ndarray]:
     """Row indices covering every row once, in batches where no image appears twice.
 
     Each image's rows are put in random order; slot k holds the k-th row of every image that has one; each
     slot is shuffled and cut into batches of ``batch_size`` (the last one of a slot may be smaller).
     """
-    by_img: dict[int, list[int]] = {}
-    for r, im in enumerate(row_img):
-        by_img.setdefault(int(im), []).append(r)
     slots: list[list[int]] = []
-    for rows in by_img.values():
+    for rows in rows_by_image(row_img):
         for k, r in enumerate(rng.permutation(rows)):
             if k == len(slots):
                 slots.append([])
@@ -81,11 +86,8 @@ def sample_rows(
     """
     if all_noisy not in ("lowest", "replace"):
         raise ValueError(f"all_noisy must be 'lowest' or 'replace', got {all_noisy!r}")
-    by_img: dict[int, list[int]] = {}
-    for r, im in enumerate(row_img):
-        by_img.setdefault(int(im), []).append(r)
     picked, n_missing = [], 0
-    for rows in by_img.values():
+    for rows in rows_by_image(row_img):
         ok = [r for r in rows if group[r] != NOISY]
         if ok:
             picked.append(int(rng.choice(ok)))

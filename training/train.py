@@ -193,10 +193,7 @@ def epoch_pairs(train: Split, mode: str, rng: np.random.RandomState) -> np.ndarr
     if mode == "all":
         rows = np.arange(len(train.rows))
     elif mode == "images":
-        by_img: dict[int, list[int]] = {}
-        for i, im in enumerate(train.row_img):
-            by_img.setdefault(int(im), []).append(i)
-        rows = np.array([rng.choice(v) for v in by_img.values()])
+        rows = np.array([rng.choice(v) for v in caption_sampling.rows_by_image(train.row_img)])
     else:
         raise ValueError(f"pairs_per_epoch must be 'images' or 'all', got {mode!r}")
     return rows[rng.permutation(len(rows))]

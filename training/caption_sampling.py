@@ -102,3 +102,19 @@ def sample_rows(
         picked.extend(int(r) for r in rng.choice(pool, size=n_missing, replace=len(pool) < n_missing))
     picked_a = np.asarray(picked)
     return picked_a[rng.permutation(len(picked_a))]
+
+
+def redraw_tail(rows: np.ndarray, start: int, drawn: np.ndarray, row_img: np.ndarray) -> np.ndarray:
+    """``rows`` with every row from ``start`` on swapped for the row ``drawn`` picked for the same image.
+
+    Used inside the warm-up epoch: after a division pass part-way through, the images not yet trained on this
+    epoch switch to the division's caption; each image still appears once and in the same slot.
+    """
+    by_img = np.full(int(row_img.max()) + 1, -1, dtype=np.int64)
+    by_img[row_img[drawn]] = drawn
+    out = rows.copy()
+    tail = by_img[row_img[rows[start:]]]
+    if (tail < 0).any():
+        raise ValueError("drawn has no row for some image of the tail")
+    out[start:] = tail
+    return out

@@ -47,6 +47,9 @@ class TrainConfig:
     # injection left intact, every epoch; the ceiling of any division)
     caption_sampling: str = "uniform"
     sampling_all_noisy: str = "lowest"  # division sampling, image with no non-noisy row: lowest | replace
+    # division sampling: fraction of the last warm-up epoch after which one division pass redraws the captions
+    # of the images that epoch has not reached yet (0 = off: the warm-up epoch trains on every caption)
+    warmup_division_at: float = 0.0
     gamma1: float = 0.27
     gamma2: float = 0.98
     threshold_mode: str = "chance"

@@ -40,6 +40,7 @@ VARIANTS = {
     "a": ["loss=infonce", "aff_weight=0"],  # plain InfoNCE on the same model (CLIP-FT-style baseline)
     "b": [],
     "r": ["caption_sampling=division"],  # robust recipe v2: b + division-guided caption sampling
+    "rw": ["caption_sampling=division", "warmup_division_at=0.5"],  # r + a division pass half-way through warm-up
     "rf": ["caption_sampling=division", "sampling_all_noisy=replace"],  # r; all-noisy images replaced
     "oracle": ["caption_sampling=oracle"],  # analysis only: b trained on the truly clean captions (the ceiling)
     "nobelief": ["model.use_belief=false"],

@@ -246,6 +246,15 @@ def division_epoch_pairs(
     return rows, info
 
 
+def warmup_redraw_batch(cfg: TrainConfig, epoch: int, n_batches: int) -> int | None:
+    """Batch of the last warm-up epoch at which ``warmup_division_at`` redraws the remaining captions, or None."""
+    if not (0 < cfg.warmup_division_at < 1) or cfg.caption_sampling != "division" or cfg.loss != "robust":
+        return None
+    if epoch != cfg.sp_warmup_epochs - 1:
+        return None
+    return max(1, min(n_batches - 1, round(cfg.warmup_division_at * n_batches)))
+
+
 def batch_loss(
     model,
     cfg: TrainConfig,
@@ -364,6 +373,8 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     """
     if cfg.caption_sampling not in ("uniform", "division", "oracle"):
         raise ValueError(f"caption_sampling must be 'uniform', 'division' or 'oracle', got {cfg.caption_sampling!r}")
+    if not 0 <= cfg.warmup_division_at < 1:
+        raise ValueError(f"warmup_division_at must be in [0, 1), got {cfg.warmup_division_at}")
     if cfg.caption_sampling != "uniform" and cfg.pairs_per_epoch != "images":
         raise ValueError(f"caption_sampling={cfg.caption_sampling} needs pairs_per_epoch=images")
     torch.set_num_threads(cfg.num_threads)
@@ -453,7 +464,16 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         sums: dict[str, float] = {}
         seen, pl, grp, wts = [], [], [], []
         bar = tqdm(range(nb), desc=f"epoch {ep + 1}/{cfg.epochs}", mininterval=10, file=sys.stderr)
+        redraw_at = warmup_redraw_batch(cfg, ep, nb)
         for b in bar:
+            if b == redraw_at:  # part-way through the warm-up: the images still to come get the division's caption
+                drawn, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
+                full_div["at_batch"] = b
+                rows_all = caption_sampling.redraw_tail(rows_all, b * cfg.batch_size, drawn, train.row_img)
+                log(f"epoch {ep + 1}, batch {b}: warm-up division {json.dumps(full_div)}")
+                model.train()
+                model.image_trunk.eval()
+                model.instr.eval()
             rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
             loss, st = batch_loss(model, cfg, sp, train, rows, ep, labels_row, state["quantiles"])
             opt.zero_grad(set_to_none=True)

@@ -67,3 +67,18 @@ def test_sample_rows_replace_never_draws_a_noisy_row_and_keeps_the_size():
         assert 1 not in row_img[rows]  # image 1 has no intact row: replaced by another image's
     with pytest.raises(ValueError, match="all_noisy"):
         sample_rows(row_img, group, losses, np.random.RandomState(0), all_noisy="drop")
+
+
+def test_redraw_tail_swaps_only_the_unseen_images_captions():
+    from training.caption_sampling import redraw_tail
+
+    rng = np.random.RandomState(1)
+    row_img = _rows(40, 5)
+    rows = np.array([5 * i + rng.randint(5) for i in rng.permutation(40)])  # one row per image, shuffled
+    drawn = np.array([5 * i + 4 for i in range(40)])  # the division picked each image's last caption
+    out = redraw_tail(rows, 15, drawn, row_img)
+    assert (out[:15] == rows[:15]).all()
+    assert (out[15:] % 5 == 4).all()
+    assert (row_img[out] == row_img[rows]).all()  # same image in every slot, so each image still once
+    with pytest.raises(ValueError, match="no row"):
+        redraw_tail(rows, 0, drawn[:10], row_img)

@@ -44,3 +44,10 @@ def test_r_row_is_the_robust_recipe_with_division_sampling():
     cfg = TrainConfig.load(PROJECT_ROOT / "training/configs/pir_lite.yaml", sets)
     assert cfg.caption_sampling == "division" and cfg.loss == "robust" and cfg.aff_weight == 1.0
     assert cfg.name == "sweep_r_n0.4_v2"
+
+
+def test_rw_row_divides_half_way_through_the_warmup():
+    _, sets = row_overrides("rw_0.6", 4, [], "_v2")
+    cfg = TrainConfig.load(PROJECT_ROOT / "training/configs/pir_lite.yaml", sets)
+    assert cfg.caption_sampling == "division" and cfg.warmup_division_at == pytest.approx(0.5)
+    assert cfg.loss == "robust" and cfg.sp_warmup_epochs == 1

@@ -101,3 +101,35 @@ def test_oracle_sampling_draws_only_intact_captions(tmp_path, shared):
     assert rec["seen_corrupted_frac"] <= 0.1  # only images whose 5 captions were all permuted keep one
     with pytest.raises(ValueError, match="pairs_per_epoch=images"):
         run(TrainConfig.load(SMOKE, [*sets, "pairs_per_epoch=all"]))
+
+
+def test_warmup_division_redraws_the_rest_of_the_warmup_epoch(tmp_path, shared):
+    from training.train import run, warmup_redraw_batch
+
+    sets = [
+        f"out_dir={tmp_path}",
+        "cache_dir=null",
+        "export=false",
+        "noise_rate=0.4",
+        "name=warmdiv",
+        "max_train_pairs=60",
+        "max_val_images=6",
+        "model.image_size=32",
+        "model.hash_bits=0",
+        "pairs_per_epoch=images",
+        "caption_sampling=division",
+        "loss=robust",
+        "warmup_division_at=0.5",
+        "batch_size=4",
+        "epochs=1",
+        "scene_epochs=1",
+    ]
+    cfg = TrainConfig.load(SMOKE, sets)
+    assert warmup_redraw_batch(cfg, 0, 3) == 2 and warmup_redraw_batch(cfg, 1, 3) is None
+    assert warmup_redraw_batch(TrainConfig.load(SMOKE, [*sets, "caption_sampling=uniform"]), 0, 3) is None
+    run_dir = run(cfg)
+    rec = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    fd = rec["full_division"]
+    assert fd["at_batch"] == 2 and fd["clean"] + fd["ambiguous"] + fd["noisy"] == 60
+    with pytest.raises(ValueError, match="warmup_division_at"):
+        run(TrainConfig.load(SMOKE, [*sets, "warmup_division_at=1.5"]))

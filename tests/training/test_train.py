@@ -10,6 +10,24 @@ from training.config import TrainConfig
 SMOKE = PROJECT_ROOT / "training" / "configs" / "smoke.yaml"
 
 
+def _tiny_noisy(tmp_path, name: str, sampling: str, batch_size: int) -> list[str]:
+    """Overrides of a seconds-long run at noise 0.4: 60 rows (12 images), 32 px, one caption per image."""
+    return [
+        f"out_dir={tmp_path}",
+        "cache_dir=null",
+        "export=false",
+        "noise_rate=0.4",
+        f"name={name}",
+        "max_train_pairs=60",
+        "max_val_images=6",
+        "model.image_size=32",
+        "model.hash_bits=0",
+        "pairs_per_epoch=images",
+        f"caption_sampling={sampling}",
+        f"batch_size={batch_size}",
+    ]
+
+
 def test_overrides():
     cfg = TrainConfig.load(SMOKE, ["epochs=3", "model.embed_dim=128", "loss=infonce", "noise_rate=0.4"])
     assert cfg.epochs == 3 and cfg.model["embed_dim"] == 128 and cfg.model["image_size"] == 64
@@ -48,20 +66,7 @@ def test_division_sampling_and_epoch0_checkpoint(tmp_path, shared):
 
     from training.train import run
 
-    base = [
-        f"out_dir={tmp_path}",
-        "cache_dir=null",
-        "export=false",
-        "noise_rate=0.4",
-        "name=divsample",
-        "max_train_pairs=60",
-        "max_val_images=6",
-        "model.image_size=32",
-        "model.hash_bits=0",
-        "pairs_per_epoch=images",
-        "caption_sampling=division",
-        "batch_size=8",
-    ]
+    base = _tiny_noisy(tmp_path, "divsample", "division", 8)
     run_dir = run(TrainConfig.load(SMOKE, base + ["epochs=0"]))
     ck = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
     assert ck["state"]["epoch"] == 0 and ck["state"]["scene"]["scene_train_acc"] >= 0
@@ -80,22 +85,7 @@ def test_division_sampling_and_epoch0_checkpoint(tmp_path, shared):
 def test_oracle_sampling_draws_only_intact_captions(tmp_path, shared):
     from training.train import run
 
-    sets = [
-        f"out_dir={tmp_path}",
-        "cache_dir=null",
-        "export=false",
-        "noise_rate=0.4",
-        "name=oracle",
-        "max_train_pairs=60",
-        "max_val_images=6",
-        "model.image_size=32",
-        "model.hash_bits=0",
-        "pairs_per_epoch=images",
-        "caption_sampling=oracle",
-        "batch_size=8",
-        "epochs=1",
-        "scene_epochs=1",
-    ]
+    sets = [*_tiny_noisy(tmp_path, "oracle", "oracle", 8), "epochs=1", "scene_epochs=1"]
     run_dir = run(TrainConfig.load(SMOKE, sets))
     rec = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["seen_corrupted_frac"] <= 0.1  # only images whose 5 captions were all permuted keep one
@@ -106,24 +96,8 @@ def test_oracle_sampling_draws_only_intact_captions(tmp_path, shared):
 def test_warmup_division_redraws_the_rest_of_the_warmup_epoch(tmp_path, shared):
     from training.train import run, warmup_redraw_batch
 
-    sets = [
-        f"out_dir={tmp_path}",
-        "cache_dir=null",
-        "export=false",
-        "noise_rate=0.4",
-        "name=warmdiv",
-        "max_train_pairs=60",
-        "max_val_images=6",
-        "model.image_size=32",
-        "model.hash_bits=0",
-        "pairs_per_epoch=images",
-        "caption_sampling=division",
-        "loss=robust",
-        "warmup_division_at=0.5",
-        "batch_size=4",
-        "epochs=1",
-        "scene_epochs=1",
-    ]
+    sets = [*_tiny_noisy(tmp_path, "warmdiv", "division", 4), "loss=robust", "warmup_division_at=0.5"]
+    sets += ["epochs=1", "scene_epochs=1"]
     cfg = TrainConfig.load(SMOKE, sets)
     assert warmup_redraw_batch(cfg, 0, 3) == 2 and warmup_redraw_batch(cfg, 1, 3) is None
     assert warmup_redraw_batch(TrainConfig.load(SMOKE, [*sets, "caption_sampling=uniform"]), 0, 3) is None

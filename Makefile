@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup test test-fast lint demo qgis qgis-check plugin bench stress train-default clean-venv
+.PHONY: help setup test test-fast lint demo qgis qgis-check plugin bench stress train-default noise-e10 clean-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,14 @@ stress: setup  ## slow reliability checks (not part of make test)
 train-default: setup  ## retrain the default model from scratch and ship it (~41 min on 2 idle CPU cores, measured)
 	$(PY) training/train.py --config training/configs/pir_lite.yaml --set export=false
 	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite --version 0.2.0
+
+NOISE_ROWS ?= $(foreach r,0.0 0.2 0.4 0.6 0.8,a_$(r) r_$(r)) $(foreach v,rnopir rnoaff nosp,$(v)_0.0 $(v)_0.4)
+noise-e10: setup  ## noisy-correspondence table on the shipped 10-epoch schedule (20-27 min per row; rows done are skipped)
+	test -f runs/scene_prior/last.pt || $(PY) training/train.py --config training/configs/pir_lite.yaml \
+	  --set name=scene_prior --set epochs=0 --set export=false
+	$(PY) -m training.sweep --scene-from runs/scene_prior/last.pt --epochs 10 --tag _e10 \
+	  --out docs/results/noise_e10 $(addprefix --row ,$(NOISE_ROWS))
+	$(PY) scripts/results_plots.py > /dev/null
 
 clean-venv:  ## remove the venv and stamps
 	rm -rf $(VENV) $(STAMPS)

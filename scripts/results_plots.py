@@ -117,21 +117,26 @@ def fmt_row(label: str, rec: dict | None, extra: list[str] | None = None) -> str
     return "| " + " | ".join([label, *[f"{t[k]:.2f}" for k in KEYS], *(extra or [])]) + " |"
 
 
-def noise_table() -> str:
+def _division(rec: dict) -> dict | None:
+    """Division P/R of a robust row: the full pass over every row if it ran, else the last epoch's batches."""
+    return rec["epochs"][-1].get("full_division") or rec.get("division_last_epoch")
+
+
+def noise_table(folder: str = "noise", tag: str = "", robust: tuple[str, str] = ("b", "(b) robust")) -> str:
+    """Every rate, (a) and the robust row: R@K both directions, test and val mR, division P/R, CPU time."""
     lines = [
         "| rate | method | I2T R@1 | R@5 | R@10 | T2I R@1 | R@5 | R@10 | test mR | val mR (best ep) | noisy P / R "
         "(last epoch) | CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in RATES:
-        for kind, lab in (("a", "(a) InfoNCE"), ("b", "(b) robust")):
-            rec = load(kind, r)
+        for kind, lab in (("a", "(a) InfoNCE"), robust):
+            rec = load(kind, r, folder, tag)
             if rec is None:
                 lines.append(f"| {r} | {lab} | not run (time) |  |  |  |  |  |  |  |  |  |")
                 continue
             t = rec["test"]
-            dv = rec.get("division_last_epoch") if kind == "b" else None  # (a) does not divide pairs
-            pr = _pr(dv)
+            pr = _pr(_division(rec)) if kind != "a" and r > 0 else "-"  # (a) does not divide pairs
             lines.append(
                 f"| {r} | {lab} | "
                 + " | ".join(f"{t[k]:.2f}" for k in KEYS[:-1])
@@ -141,27 +146,35 @@ def noise_table() -> str:
     return "\n".join(lines)
 
 
-def ablation_table() -> str:
+ABLATIONS_V1 = (
+    ("b", "full robust recipe"),
+    ("nopir", "without soft belief and Spatial-PAE"),
+    ("noaff", "without affiliation loss"),
+    ("nosp", "without self-paced weighting (InfoNCE + aff + PIR)"),
+    ("a", "plain InfoNCE, no aff (baseline a)"),
+)
+ABLATIONS_V2 = (
+    ("r", "full robust recipe v2 (r)"),
+    ("rnopir", "without soft belief and Spatial-PAE"),
+    ("rnoaff", "without affiliation loss"),
+    ("nosp", "without self-paced weighting and division (InfoNCE + aff + PIR)"),
+    ("a", "plain InfoNCE, no aff (baseline a)"),
+)
+
+
+def ablation_table(folder: str = "noise", tag: str = "", names=ABLATIONS_V1) -> str:
     lines = [
         "| rate | variant | test mR | val mR | noisy P / R | CPU s |",
         "|---|---|---|---|---|---|",
     ]
-    names = (
-        ("b", "full robust recipe"),
-        ("nopir", "without soft belief and Spatial-PAE"),
-        ("noaff", "without affiliation loss"),
-        ("nosp", "without self-paced weighting (InfoNCE + aff + PIR)"),
-        ("a", "plain InfoNCE, no aff (baseline a)"),
-    )
     for r in (0.0, 0.4):
         for kind, lab in names:
-            rec = load(kind, r)
+            rec = load(kind, r, folder, tag)
             if rec is None:
                 lines.append(f"| {r} | {lab} | not run (time) |  |  |  |")
                 continue
-            robust = kind in ("b", "nopir", "nobelief", "nopae", "noaff")  # InfoNCE rows do not divide pairs
-            dv = rec.get("division_last_epoch") if robust else None
-            pr = _pr(dv)
+            divides = kind not in ("a", "nosp")  # InfoNCE rows do not divide pairs
+            pr = _pr(_division(rec)) if divides and r > 0 else "-"
             lines.append(
                 f"| {r} | {lab} | {rec['test']['mr']:.2f} | {rec['best_val_mr']:.2f} | {pr} | "
                 f"{rec['cpu_seconds']:.0f} |"
@@ -236,7 +249,9 @@ def plot_val_curves(folder: str = "noise_e10", tag: str = "_e10") -> Path | None
         rec = json.loads(p.read_text())
         ep = [e["epoch"] for e in rec["epochs"]]
         kind = rec["row"].rpartition("_")[0]
-        ax.plot(ep, [e["val_mr"] for e in rec["epochs"]], "o--" if kind == "a" else "D-", label=rec["row"])
+        color = plt.cm.viridis(rec["noise_rate"] / 0.9)  # one colour per noise rate, one line style per method
+        style = {"a": "o--", "r": "D-"}.get(kind, "x:")
+        ax.plot(ep, [e["val_mr"] for e in rec["epochs"]], style, color=color, label=rec["row"])
     ax.set_xlabel("epoch")
     ax.set_ylabel("val mR (%)")
     ax.set_title(f"val mR per epoch ({folder}); test uses the best epoch")
@@ -261,8 +276,12 @@ def main() -> int:
             longer_schedule_table(),
             "### Robust recipe v2 (division-guided caption sampling), 4 epochs, one shared scene prior",
             v2_table(),
-            "### Acceptance rows on the shipped model's schedule (10 epochs, same prior and protocol as v2)",
+            "### Noise table on the shipped model's schedule (10 epochs; same prior and protocol as v2)",
+            noise_table("noise_e10", "_e10", ("r", "(b) robust v2 (r)")),
+            "Gap to (a), retention and the share of corrupted captions drawn, 10 epochs:",
             v2_table("noise_e10", "_e10"),
+            "### Ablations at noise 0 and 0.4, 10 epochs (variants of the robust recipe v2)",
+            ablation_table("noise_e10", "_e10", ABLATIONS_V2),
         ]
     )
     md = ROOT / "docs" / "results.md"

@@ -47,6 +47,8 @@ VARIANTS = {
     "nopae": ["model.use_spatial_pae=false"],
     "nopir": ["model.use_belief=false", "model.use_spatial_pae=false"],  # issue 6 ablation: no belief/Spatial-PAE
     "noaff": ["aff_weight=0"],
+    "rnopir": ["caption_sampling=division", "model.use_belief=false", "model.use_spatial_pae=false"],  # r - PIR
+    "rnoaff": ["caption_sampling=division", "aff_weight=0"],  # r without affiliation loss
     "nosp": ["loss=infonce"],  # robust recipe minus self-paced weighting/robust triplet: InfoNCE + aff + PIR
 }
 

@@ -14,7 +14,8 @@ robust recipe (config default), ``r_<rate>`` = robust recipe v2 (b + division-gu
 ``training/caption_sampling.py``), ``rf_<rate>`` = r with all-noisy images replaced, ``oracle_<rate>`` = b on
 the truly intact captions only (analysis: the ceiling of any division), ``nobelief_<rate>``, ``nopae_<rate>``,
 ``nopir_<rate>``, ``noaff_<rate>``, ``nosp_<rate>`` = robust recipe without soft belief / Spatial-PAE / both /
-affiliation loss / self-paced weighting (``loss=infonce`` keeps affiliation + PIR components).
+affiliation loss / self-paced weighting (``loss=infonce`` keeps affiliation + PIR components); ``rnopir_<rate>``,
+``rnoaff_<rate>`` = the same ablations of r; ``rw_<rate>`` = r plus a division pass half-way through the warm-up.
 """
 
 from __future__ import annotations

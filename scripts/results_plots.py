@@ -109,14 +109,6 @@ def v2_table(folder: str = "noise_v2", tag: str = "_v2") -> str:
     return "\n".join(lines)
 
 
-def fmt_row(label: str, rec: dict | None, extra: list[str] | None = None) -> str:
-    if rec is None:
-        cells = ["not run (time)"] + [""] * (len(KEYS) - 1)
-        return "| " + " | ".join([label, *cells, *(["" for _ in extra] if extra else [])]) + " |"
-    t = rec["test"]
-    return "| " + " | ".join([label, *[f"{t[k]:.2f}" for k in KEYS], *(extra or [])]) + " |"
-
-
 def _division(rec: dict) -> dict | None:
     """Division P/R of a robust row: the full pass over every row if it ran, else the last epoch's batches."""
     return rec["epochs"][-1].get("full_division") or rec.get("division_last_epoch")
@@ -124,11 +116,20 @@ def _division(rec: dict) -> dict | None:
 
 def noise_table(folder: str = "noise", tag: str = "", robust: tuple[str, str] = ("b", "(b) robust")) -> str:
     """Every rate, (a) and the robust row: R@K both directions, test and val mR, division P/R, CPU time."""
-    lines = [
-        "| rate | method | I2T R@1 | R@5 | R@10 | T2I R@1 | R@5 | R@10 | test mR | val mR (best ep) | noisy P / R "
-        "(last epoch) | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header(
+        "rate",
+        "method",
+        "I2T R@1",
+        "R@5",
+        "R@10",
+        "T2I R@1",
+        "R@5",
+        "R@10",
+        "test mR",
+        "val mR (best ep)",
+        "noisy P / R (last epoch)",
+        "CPU s",
+    )
     for r in RATES:
         for kind, lab in (("a", "(a) InfoNCE"), robust):
             rec = load(kind, r, folder, tag)
@@ -163,10 +164,7 @@ ABLATIONS_V2 = (
 
 
 def ablation_table(folder: str = "noise", tag: str = "", names=ABLATIONS_V1) -> str:
-    lines = [
-        "| rate | variant | test mR | val mR | noisy P / R | CPU s |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = _header("rate", "variant", "test mR", "val mR", "noisy P / R", "CPU s")
     for r in (0.0, 0.4):
         for kind, lab in names:
             rec = load(kind, r, folder, tag)
@@ -192,33 +190,31 @@ def plot() -> Path:
         pts = [(r, load(kind, r, folder, tag)) for r in RATES]
         return [(r, rec["test"]["mr"]) for r, rec in pts if rec is not None]
 
+    def draw(ax, methods, folder: str, tag: str) -> None:
+        for kind, lab, mk in methods:
+            pts = series(kind, folder, tag)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=lab)
+
     has10 = any(series(k, "noise_e10", "_e10") for k in ("a", "r"))
     fig, axes = plt.subplots(1, 3 if has10 else 2, figsize=(15 if has10 else 10, 3.9), sharey=True)
     ax2, ax4 = axes[0], axes[1]
-    for kind, lab, mk in (("a", "(a) plain InfoNCE", "o--"), ("b", "(b) robust v1", "s-")):
-        pts = series(kind, "noise", "")
-        if pts:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=lab)
+    draw(ax2, (("a", "(a) plain InfoNCE", "o--"), ("b", "(b) robust v1", "s-")), "noise", "")
     ax2.set_title("2 epochs, scene prior of r1")
-    for kind, lab, mk in (
+    v2_methods = (
         ("a", "(a) plain InfoNCE", "o--"),
         ("b", "(b) robust v1", "s:"),
         ("r", "(r) robust v2: + division-guided captions", "D-"),
         ("rf", "(rf) = (r), all-noisy images replaced", "v-"),
         ("oracle", "oracle: (b) on the truly intact captions", "k^"),
-    ):
-        pts = series(kind, "noise_v2", "_v2")
-        if pts:
-            ax4.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=lab)
+    )
+    draw(ax4, v2_methods, "noise_v2", "_v2")
     old_b = series("b", "noise_e4", "_e4")
     if old_b and not series("b", "noise_v2", "_v2"):
         ax4.plot([p[0] for p in old_b], [p[1] for p in old_b], "s:", mfc="none", label="(b) robust v1 (r1's prior)")
     ax4.set_title("4 epochs, one fresh scene prior (noise_v2)")
     if has10:
-        for kind, lab, mk in (("a", "(a) plain InfoNCE", "o--"), ("r", "(r) robust v2", "D-")):
-            pts = series(kind, "noise_e10", "_e10")
-            if pts:
-                axes[2].plot([p[0] for p in pts], [p[1] for p in pts], mk, label=lab)
+        draw(axes[2], (("a", "(a) plain InfoNCE", "o--"), ("r", "(r) robust v2", "D-")), "noise_e10", "_e10")
         axes[2].set_title("10 epochs (the shipped schedule), same prior (noise_e10)")
     for ax in axes:
         ax.set_xticks(RATES)

@@ -246,6 +246,13 @@ def division_epoch_pairs(
     return rows, info
 
 
+def train_mode(model) -> None:
+    """Train mode for the trained parts; the frozen image trunk and scene-prior encoder stay in eval mode."""
+    model.train()
+    model.image_trunk.eval()
+    model.instr.eval()
+
+
 def warmup_redraw_batch(cfg: TrainConfig, epoch: int, n_batches: int) -> int | None:
     """Batch of the last warm-up epoch at which ``warmup_division_at`` redraws the remaining captions, or None."""
     if not (0 < cfg.warmup_division_at < 1) or cfg.caption_sampling != "division" or cfg.loss != "robust":
@@ -457,9 +464,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             rows_all = caption_sampling.sample_rows(train.row_img, truth, corrupted.astype(np.float32), rng)
         else:
             rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
-        model.train()
-        model.image_trunk.eval()
-        model.instr.eval()
+        train_mode(model)
         nb = max(1, len(rows_all) // cfg.batch_size)
         sums: dict[str, float] = {}
         seen, pl, grp, wts = [], [], [], []
@@ -471,9 +476,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
                 full_div["at_batch"] = b
                 rows_all = caption_sampling.redraw_tail(rows_all, b * cfg.batch_size, drawn, train.row_img)
                 log(f"epoch {ep + 1}, batch {b}: warm-up division {json.dumps(full_div)}")
-                model.train()
-                model.image_trunk.eval()
-                model.instr.eval()
+                train_mode(model)  # the division pass left the model in eval mode
             rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
             loss, st = batch_loss(model, cfg, sp, train, rows, ep, labels_row, state["quantiles"])
             opt.zero_grad(set_to_none=True)

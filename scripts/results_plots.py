@@ -104,9 +104,16 @@ def v2_table(folder: str = "noise_v2", tag: str = "_v2") -> str:
             drawn_s = f"{100 * drawn:.1f} %" if drawn is not None and rate > 0 else "-"
             lines.append(
                 f"| {rate} | {lab} | **{mr:.2f}** | {gap} | {keep} | {rec['best_val_mr']:.2f} ({rec['best_epoch']}) | "
-                f"{_pr(fd) if fd and rate > 0 else '-'} | {drawn_s} | {rec['cpu_seconds']:.0f} |"
+                f"{_pr(fd) if fd and rate > 0 else '-'} | {drawn_s} | {_cpu(rec)} |"
             )
     return "\n".join(lines)
+
+
+def _cpu(rec: dict) -> str:
+    """CPU seconds of a row; a row resumed after an interrupted session only has the resumed epochs' time."""
+    start = rec.get("resumed_at_epoch", 0)
+    cpu = f"{rec['cpu_seconds']:.0f}"
+    return f"{cpu} (epochs {start + 1}-{rec['epochs_schedule']} only)" if start else cpu
 
 
 def _division(rec: dict) -> dict | None:
@@ -142,7 +149,7 @@ def noise_table(folder: str = "noise", tag: str = "", robust: tuple[str, str] = 
                 f"| {r} | {lab} | "
                 + " | ".join(f"{t[k]:.2f}" for k in KEYS[:-1])
                 + f" | **{t['mr']:.2f}** | {rec['best_val_mr']:.2f} ({rec['best_epoch']}) | {pr} | "
-                f"{rec['cpu_seconds']:.0f} |"
+                f"{_cpu(rec)} |"
             )
     return "\n".join(lines)
 
@@ -173,10 +180,7 @@ def ablation_table(folder: str = "noise", tag: str = "", names=ABLATIONS_V1) -> 
                 continue
             divides = kind not in ("a", "nosp")  # InfoNCE rows do not divide pairs
             pr = _pr(_division(rec)) if divides and r > 0 else "-"
-            lines.append(
-                f"| {r} | {lab} | {rec['test']['mr']:.2f} | {rec['best_val_mr']:.2f} | {pr} | "
-                f"{rec['cpu_seconds']:.0f} |"
-            )
+            lines.append(f"| {r} | {lab} | {rec['test']['mr']:.2f} | {rec['best_val_mr']:.2f} | {pr} | {_cpu(rec)} |")
     return "\n".join(lines)
 
 

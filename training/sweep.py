@@ -164,7 +164,8 @@ def run_row(row: str, args) -> dict:
 
         shutil.rmtree(run_dir)
     mpath = run_dir / "metrics.jsonl"
-    done = mpath.exists() and len(mpath.read_text().splitlines()) >= args.epochs
+    start_epoch = len(mpath.read_text().splitlines()) if mpath.exists() else 0  # > 0: resumed run
+    done = start_epoch >= args.epochs
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     if not done:
@@ -190,6 +191,7 @@ def run_row(row: str, args) -> dict:
         "test": {k: round(float(v), 2) for k, v in test.items()},
         "cpu_seconds": round((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime), 1),
         "wall_seconds": round(wall, 1),
+        "resumed_at_epoch": start_epoch,  # cpu/wall seconds cover only the epochs after this one
         **summarize(run_dir),
     }
     outp.parent.mkdir(parents=True, exist_ok=True)

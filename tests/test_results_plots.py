@@ -20,10 +20,10 @@ def plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return mod
 
 
-def write_row(folder: Path, kind: str, rate: float, mr: float, resumed: int = 0) -> None:
+def write_row(plots, folder: Path, kind: str, rate: float, mr: float, resumed: int = 0) -> None:
     """One row JSON in the sweep's format (the fields the tables read)."""
     folder.mkdir(parents=True, exist_ok=True)
-    test = {k: mr + i for i, k in enumerate(("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))}
+    test = {k: mr + i for i, k in enumerate(plots.KEYS[:-1])}  # R@K columns; the last key is mr
     rec = {
         "row": f"{kind}_{rate}",
         "test": {**test, "mr": mr},
@@ -43,8 +43,8 @@ def write_row(folder: Path, kind: str, rate: float, mr: float, resumed: int = 0)
 
 
 def test_noise_table_shows_rows_gaps_and_marks_missing_and_resumed(plots, tmp_path: Path) -> None:
-    write_row(tmp_path / "f", "a", 0.4, 17.5)
-    write_row(tmp_path / "f", "r", 0.4, 21.5, resumed=5)
+    write_row(plots, tmp_path / "f", "a", 0.4, 17.5)
+    write_row(plots, tmp_path / "f", "r", 0.4, 21.5, resumed=5)
     table = plots.noise_table("f", "_t", ("r", "(b) robust v2"))
     lines = table.splitlines()
     a04 = next(ln for ln in lines if ln.startswith("| 0.4 | (a)"))
@@ -58,7 +58,7 @@ def test_noise_table_shows_rows_gaps_and_marks_missing_and_resumed(plots, tmp_pa
 
 
 def test_ablation_table_has_every_variant_at_both_rates(plots, tmp_path: Path) -> None:
-    write_row(tmp_path / "f", "nosp", 0.4, 19.0)
+    write_row(plots, tmp_path / "f", "nosp", 0.4, 19.0)
     lines = plots.ablation_table("f", "_t", plots.ABLATIONS_V2).splitlines()
     assert len(lines) == 2 + 2 * len(plots.ABLATIONS_V2)
     nosp = next(ln for ln in lines if ln.startswith("| 0.4 | without self-paced"))

@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 from .client import EngineClient, EngineError, build_search_request, one_line, run_async, run_in_thread
 from .panel_logic import format_result, job_progress, raster_source_path, short_description, status_text
 from .results_layer import create_results_layer, crs_of, extent_in_crs, geometry_from_geojson
+from .setup.offer import offer_setup
 
 POLL_MS = 500
 DESCRIBE_TOP_N = 10
@@ -146,7 +147,8 @@ class SearchDock(QgsDockWidget):
         self.message_label.setStyleSheet(f"color: {colour};")
         self.message_label.setText(text)
         if self.iface is not None and level in (Qgis.MessageLevel.Critical, Qgis.MessageLevel.Warning):
-            self.iface.messageBar().pushMessage("RSITR", text, level=level, duration=8)
+            if not offer_setup(self.iface, text):  # no working engine: a "Set up engine…" button instead
+                self.iface.messageBar().pushMessage("RSITR", text, level=level, duration=8)
 
     def show_error(self, text: str) -> None:
         self.show_message(text, Qgis.MessageLevel.Critical)

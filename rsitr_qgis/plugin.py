@@ -22,6 +22,7 @@ class RsitrPlugin:
         self.actions: list[QAction] = []
         self.describe = None
         self.describe_tool = None
+        self.setup = None
         self._context_hooked = False
 
     # ------------------------------------------------------------------ Processing
@@ -69,11 +70,29 @@ class RsitrPlugin:
         self.action_settings.triggered.connect(self.show_settings)
         self.iface.addPluginToRasterMenu(MENU, self.action_settings)
         self.actions.append(self.action_settings)
+        self._init_setup_actions(manager)
 
         canvas = self.iface.mapCanvas()
         if hasattr(canvas, "contextMenuAboutToShow"):
             canvas.contextMenuAboutToShow.connect(self._on_context_menu)
             self._context_hooked = True
+
+    def _init_setup_actions(self, manager) -> None:
+        """Raster > RSITR text search > Set up engine… / Repair / update engine / Remove engine and models."""
+        from .setup.dialog import SetupController, install_offer
+
+        self.setup = SetupController(self.iface, manager)
+        install_offer(self.setup)
+        for name, text, slot in (
+            ("rsitr_action_setup", "Set up engine…", lambda: self.setup.open_dialog()),
+            ("rsitr_action_repair", "Repair / update engine", lambda: self.setup.open_dialog(force=True)),
+            ("rsitr_action_remove", "Remove engine and models", lambda: self.setup.remove()),
+        ):
+            action = QAction(text, self.iface.mainWindow())
+            action.setObjectName(name)
+            action.triggered.connect(lambda _checked=False, f=slot: f())
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.actions.append(action)
 
     def _add(self, action: QAction) -> None:
         self.toolbar.addAction(action)
@@ -120,6 +139,9 @@ class RsitrPlugin:
             canvas.unsetMapTool(self.describe_tool)
         if self.describe is not None:
             self.describe.unload()
+        from .setup import offer
+
+        offer.set_setup_callback(None)
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
         self.actions = []

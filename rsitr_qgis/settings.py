@@ -11,6 +11,8 @@ from qgis.core import QgsSettings
 
 PREFIX = "rsitr/"
 PLUGIN_DIR = Path(__file__).resolve().parent
+RELEASE_URL_ENV = "RSITR_RELEASE_URL"
+PROJECT_RELEASE_URL = "https://github.com/rsitr/rsitr-qgis/releases/latest/download"
 
 MODE_LOCAL = "local"
 MODE_REMOTE = "remote"
@@ -31,7 +33,29 @@ DEFAULTS: dict[str, object] = {
     "stride": 256,
     "start_timeout_s": 120,
     "request_timeout_s": 120,
+    "engine_dir": "",  # empty: <QGIS profile>/rsitr/engine (where "Set up engine" installs venv + models)
+    "release_url": "",  # empty: $RSITR_RELEASE_URL, else the project's release download URL
 }
+
+
+def default_release_url() -> str:
+    """Base URL of the model release archives: ``$RSITR_RELEASE_URL`` or the project's GitHub releases."""
+    return os.environ.get(RELEASE_URL_ENV, "").strip() or PROJECT_RELEASE_URL
+
+
+def default_engine_dir() -> Path:
+    """``<QGIS profile folder>/rsitr/engine`` (falls back to ``~/.rsitr/engine`` outside QGIS)."""
+    from qgis.core import QgsApplication
+
+    base = QgsApplication.qgisSettingsDirPath()
+    return (Path(base) if base else Path.home() / ".rsitr") / "rsitr" / "engine"
+
+
+def engine_venv_python(engine_dir: Path) -> Path:
+    """The interpreter of the venv that "Set up engine" creates in ``engine_dir``."""
+    if sys.platform.startswith("win"):
+        return engine_dir / "venv" / "Scripts" / "python.exe"
+    return engine_dir / "venv" / "bin" / "python"
 
 
 def checkout_root(plugin_dir: Path = PLUGIN_DIR) -> Path | None:
@@ -48,8 +72,11 @@ def venv_python(root: Path) -> Path:
     return root / ".venv" / "bin" / "python"
 
 
-def default_interpreter(plugin_dir: Path = PLUGIN_DIR) -> str:
-    """The checkout's ``.venv`` Python when running from a source checkout, else python3 on PATH."""
+def default_interpreter(plugin_dir: Path = PLUGIN_DIR, engine_dir: Path | None = None) -> str:
+    """The venv set up by "Set up engine" in ``engine_dir`` if it exists, else the checkout's ``.venv`` Python
+    when running from a source checkout, else python3 on PATH."""
+    if engine_dir is not None and engine_venv_python(engine_dir).exists():
+        return str(engine_venv_python(engine_dir))
     root = checkout_root(plugin_dir)
     if root is not None and venv_python(root).exists():
         return str(venv_python(root))
@@ -93,7 +120,14 @@ class Settings:
         self._s.remove(PREFIX + name)
 
     def interpreter(self) -> str:
-        return self.get("interpreter") or default_interpreter()
+        return self.get("interpreter") or default_interpreter(engine_dir=self.engine_dir())
+
+    def engine_dir(self) -> Path:
+        value = self.get("engine_dir")
+        return Path(value).expanduser() if value else default_engine_dir()
+
+    def release_url(self) -> str:
+        return (self.get("release_url") or default_release_url()).rstrip("/")
 
     def allowed_roots(self) -> list[str]:
         raw = self.get("allowed_roots")

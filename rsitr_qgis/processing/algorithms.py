@@ -33,6 +33,7 @@ from ..client import EngineClient, EngineError
 from ..engine_process import get_manager
 from ..panel_logic import raster_source_path
 from ..results_layer import crs_of, result_fields, results_to_features
+from ..setup.offer import processing_message
 
 
 def tr(text: str) -> str:
@@ -90,7 +91,7 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                 manager.ensure_running(), timeout=float(manager.settings.get("request_timeout_s"))
             )
         except EngineError as exc:
-            raise QgsProcessingException(f"RSITR engine unavailable: {exc}") from None
+            raise QgsProcessingException(processing_message(str(exc))) from None  # missing: "run Set up engine"
 
     def _raster_path(self, parameters, context, name="INPUT") -> str:
         layer = self.parameterAsRasterLayer(parameters, name, context)

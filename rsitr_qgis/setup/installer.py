@@ -69,9 +69,11 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def run_command(
-    argv: list[str], hooks: Hooks, on_line: Callable[[str], None] | None = None, env: dict | None = None
+    argv: list[str], hooks: Hooks, on_line: Callable[[str], None] | None = None, cwd: Path | None = None
 ) -> None:
-    """Run ``argv`` (own process group), stream its output to the log; cancel kills it; failure -> SetupError."""
+    """Run ``argv`` (own process group), stream its output to the log; cancel kills it; failure -> SetupError.
+
+    ``cwd`` matters: ``python -m engine`` would import an ``engine`` folder in the working directory first."""
     hooks.log("$ " + " ".join(argv))
     kwargs = {"start_new_session": True} if not sys.platform.startswith("win") else {}
     if sys.platform.startswith("win"):
@@ -82,7 +84,8 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env or probe_env(),
+            env=probe_env(),
+            cwd=str(cwd) if cwd else None,
             text=True,
             encoding="utf-8",
             errors="replace",
@@ -172,6 +175,7 @@ def engine_works(python: Path, hooks: Hooks | None = None) -> str:
             text=True,
             timeout=120,
             env=probe_env(),
+            cwd=str(python.parent),
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
@@ -279,7 +283,7 @@ def install(plan: Plan, hooks: Hooks) -> InstallResult:
             if not rebuild and step.key == "model":
                 argv[0] = str(python)  # the venv is already in place: install the model with it
             try:
-                run_command(argv, hooks, on_line)
+                run_command(argv, hooks, on_line, cwd=engine_dir)
             except SetupCancelled:
                 raise
             except SetupError as exc:

@@ -53,6 +53,16 @@ def test_field_values_follow_repository_rules() -> None:
     assert meta["category"] in {"Raster", "Vector", "Database", "Mesh", "Web"}
 
 
-def test_version_matches_pyproject() -> None:
+def test_version_matches_the_engine_it_carries() -> None:
+    """The plugin zip carries the engine wheel: both have one version (pyproject reads engine.__version__)."""
+    from engine import __version__
+
     text = (PROJECT_ROOT / "pyproject.toml").read_text()
-    assert f'version = "{read_metadata()["version"]}"' in text
+    assert 'version = {attr = "engine.__version__"}' in text
+    assert read_metadata()["version"] == __version__
+
+
+def test_about_says_what_setup_installs() -> None:
+    about = read_metadata()["about"].lower()
+    for word in ("set up engine", "virtual environment", "onnx runtime", "onnxruntime-gpu", "model", "mb", "offline"):
+        assert word in about, word

@@ -10,7 +10,7 @@ STAMPS    := .stamps
 APT_PKGS  := qgis python3-qgis xvfb xauth
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RSITR_SHARED ?= $(abspath ../shared)
-RASTER    ?= $(RSITR_SHARED)/rasters/cogeo.tif
+RASTER    ?= $(RSITR_SHARED)/rasters/swellendam_2010_rgb.tif
 export RSITR_SHARED
 # Developer targets and tests use the checkout's shipped bundle; an installed engine uses its user models folder.
 export RSITR_MODELS_DIR ?= $(CURDIR)/resources/models

@@ -1,9 +1,16 @@
 """HTTP client for the RSITR engine API (docs/contracts.md section 3).
 
-* ``request_sync`` / ``EngineClient``: blocking calls (urllib), for worker threads and Processing algorithms.
+* ``EngineClient``: blocking calls, for worker threads and Processing algorithms. It sends the request
+  dataclasses of ``engine_requests`` (``SearchRequest``, ``IndexRequest``, ``DescribeRequest``).
 * ``RequestTask`` / ``run_async``: the same call in a QgsTask, with the callback run in the main thread,
-  so the UI thread never waits on the network.
-Errors are ``EngineError`` with a one-line message.
+  so the UI thread never waits on the network; ``run_in_thread`` for light background calls.
+
+Two transports, one error mapping (``EngineError``, one line):
+* a remote engine (``Connection.via_qgis``) goes through QGIS's network stack (``QgsBlockingNetworkRequest`` on
+  ``QgsNetworkAccessManager``), so QGIS's proxy, SSL (trusted CAs, per-host exceptions) and network timeout
+  settings apply;
+* the local engine child on 127.0.0.1 is called directly (urllib, never through a proxy: a proxy configured
+  in QGIS must not catch loopback traffic, and the frequent local calls stay out of QGIS's network log).
 """
 
 from __future__ import annotations
@@ -14,113 +21,45 @@ import traceback
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsBlockingNetworkRequest,
+    QgsFeedback,
+    QgsMessageLog,
+    QgsNetworkAccessManager,
+    QgsTask,
+)
+from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
+from qgis.PyQt.QtNetwork import QNetworkRequest
 
-MAX_QUERY_CHARS = 1000
-MAX_K = 1000
+from .errors import EngineError, one_line
 
+if TYPE_CHECKING:
+    from .engine_requests import DescribeRequest, IndexRequest, SearchRequest
 
-class EngineError(Exception):
-    """A one-line, user-facing error from (or about) the engine."""
+__all__ = ["Connection", "EngineClient", "EngineError", "one_line", "request_sync", "run_async", "run_in_thread"]
 
-    def __init__(self, message: str, status: int | None = None, unreachable: bool = False):
-        super().__init__(one_line(message))
-        self.status = status
-        self.unreachable = unreachable
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
+# QGIS's per-thread network managers copy their proxy/SSL setup from the main one: make sure it exists
+# (this module is imported in the main thread).
+QgsNetworkAccessManager.instance()
 
 
 @dataclass(frozen=True)
 class Connection:
     url: str
     token: str = ""
+    via_qgis: bool = False  # True: QGIS's network stack (remote engines); False: direct loopback calls
 
     def is_loopback(self) -> bool:
         host = urlparse(self.url).hostname or ""
         return host in ("127.0.0.1", "localhost", "::1")
 
 
-# ---------------------------------------------------------------- request builders (pure, tested)
-
-
-def build_search_request(
-    query: str,
-    rasters=None,
-    stores=None,
-    k: int = 20,
-    threshold=None,
-    model: str | None = None,
-    aoi: dict | None = None,
-) -> dict:
-    q = (query or "").strip()
-    if not q:
-        raise EngineError("Type a query first")
-    if len(q) > MAX_QUERY_CHARS:
-        raise EngineError(f"Query too long ({len(q)} characters, at most {MAX_QUERY_CHARS})")
-    k = int(k)
-    if not 1 <= k <= MAX_K:
-        raise EngineError(f"k must be between 1 and {MAX_K}, got {k}")
-    body: dict = {"query": q, "k": k}
-    if rasters:
-        body["rasters"] = [str(r) for r in rasters]
-    if stores:
-        body["stores"] = list(stores)
-    if threshold is not None and float(threshold) > 0:
-        body["threshold"] = float(threshold)
-    if model:
-        body["model"] = model
-    if aoi:
-        body["aoi"] = aoi
-    return body
-
-
-def build_index_request(
-    raster: str, tile: int = 256, stride: int = 256, model: str | None = None, bands=None, gsd: float | None = None
-) -> dict:
-    tile, stride = int(tile), int(stride)
-    if tile < 16:
-        raise EngineError(f"Tile size must be at least 16 px, got {tile}")
-    if stride < 1:
-        raise EngineError(f"Stride must be positive, got {stride}")
-    body: dict = {"raster": str(raster), "tile": tile, "stride": stride}
-    if model:
-        body["model"] = model
-    if bands:
-        body["bands"] = [int(b) for b in bands]
-    if gsd:
-        body["gsd"] = float(gsd)
-    return body
-
-
-def build_describe_request(
-    raster: str | None = None,
-    x: float | None = None,
-    y: float | None = None,
-    crs: str | None = None,
-    store: str | None = None,
-    tile_id: int | None = None,
-    top: int = 5,
-) -> dict:
-    body: dict = {"top": int(top)}
-    if store is not None and tile_id is not None:
-        body.update(store=store, tile_id=int(tile_id))
-        return body
-    if raster is None or x is None or y is None:
-        raise EngineError("describe needs a raster and a point, or a store and a tile id")
-    body.update(raster=str(raster), x=float(x), y=float(y))
-    if crs:
-        body["crs"] = crs
-    return body
-
-
-# ---------------------------------------------------------------- blocking transport
+# ---------------------------------------------------------------- error mapping (shared by both transports)
 
 
 def _error_detail(raw: bytes, fallback: str) -> str:
@@ -141,41 +80,111 @@ def _error_detail(raw: bytes, fallback: str) -> str:
     return one_line(detail)
 
 
+def _decode(status: int, raw: bytes, path: str, reason: str = "error") -> dict:
+    """The JSON answer of a finished HTTP exchange, or EngineError for an error status or bad JSON."""
+    if status >= 400:
+        detail = _error_detail(raw, reason)
+        if status in (401, 403):
+            detail = f"engine refused the token ({detail})"
+        raise EngineError(f"Engine error {status}: {detail}", status=status)
+    try:
+        return json.loads(raw.decode("utf-8")) if raw else {}
+    except ValueError:
+        raise EngineError(f"Engine sent invalid JSON for {path}") from None
+
+
+def _timeout_error(conn: Connection, timeout: float) -> EngineError:
+    return EngineError(f"Engine at {conn.url} did not answer within {timeout:.0f} s", unreachable=True)
+
+
+# ---------------------------------------------------------------- transports: (status, body) or EngineError
+
+
+def _headers(conn: Connection, has_body: bool) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if has_body:
+        headers["Content-Type"] = "application/json"
+    if conn.token:
+        headers["Authorization"] = f"Bearer {conn.token}"
+    return headers
+
+
+def _send_direct(conn: Connection, method: str, url: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+    """urllib without any proxy (the local engine child)."""
+    req = urllib.request.Request(url, data=data, method=method, headers=_headers(conn, data is not None))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:  # the scheme is checked by request_sync: http(s) only, never file:// or custom schemes
+        with opener.open(req, timeout=timeout) as resp:  # nosec B310
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, (exc.read() if hasattr(exc, "read") else b"")
+    except urllib.error.URLError as exc:
+        raise EngineError(f"Engine not reachable at {conn.url}: {exc.reason}", unreachable=True) from None
+    except TimeoutError:
+        raise _timeout_error(conn, timeout) from None
+    except (ConnectionError, OSError) as exc:
+        raise EngineError(f"Engine connection failed: {exc}", unreachable=True) from None
+
+
+def _send_qgis(conn: Connection, method: str, url: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+    """QgsBlockingNetworkRequest (QGIS's proxy, SSL and timeout settings); any thread.
+
+    ``timeout`` cancels the request through a QgsFeedback; QGIS's own network timeout applies as well.
+    """
+    request = QNetworkRequest(QUrl(url))
+    for name, value in _headers(conn, data is not None).items():
+        request.setRawHeader(name.encode("ascii"), value.encode("utf-8"))
+    blocking = QgsBlockingNetworkRequest()
+    feedback = QgsFeedback()
+    lock = threading.Lock()
+    state = {"done": False, "timed_out": False}
+
+    def expire() -> None:
+        with lock:
+            if not state["done"]:
+                state["timed_out"] = True
+                feedback.cancel()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        if method == "GET":
+            code = blocking.get(request, True, feedback)
+        elif method == "POST":
+            code = blocking.post(request, data or b"", True, feedback)
+        elif method == "DELETE":
+            code = blocking.deleteResource(request, feedback)
+        else:
+            raise EngineError(f"unsupported method {method}")
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+    reply = blocking.reply()
+    status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+    if status is not None and not state["timed_out"]:
+        return int(status), bytes(reply.content())
+    if state["timed_out"]:
+        raise _timeout_error(conn, timeout)
+    if code == QgsBlockingNetworkRequest.ErrorCode.TimeoutError:
+        seconds = QgsNetworkAccessManager.timeout() / 1000
+        raise EngineError(
+            f"Engine at {conn.url} did not answer within QGIS's network timeout ({seconds:.0f} s)", unreachable=True
+        )
+    reason = blocking.errorMessage() or "no answer"
+    raise EngineError(f"Engine not reachable at {conn.url}: {reason}", unreachable=True)
+
+
 def request_sync(conn: Connection, method: str, path: str, body: dict | None = None, timeout: float = 120.0) -> dict:
     """One blocking JSON request; returns the decoded JSON or raises EngineError (one line)."""
     if urlparse(conn.url).scheme not in ("http", "https"):
         raise EngineError(f"Engine URL must start with http:// or https://, got {conn.url!r}")
     url = conn.url.rstrip("/") + path
     data = json.dumps(body).encode("utf-8") if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if conn.token:
-        req.add_header("Authorization", f"Bearer {conn.token}")
-    # never send loopback traffic through a proxy; remote engines use the environment's proxy settings
-    handlers = [urllib.request.ProxyHandler({})] if conn.is_loopback() else []
-    opener = urllib.request.build_opener(*handlers)
-    try:  # the scheme is checked above: http(s) only, never file:// or custom schemes
-        with opener.open(req, timeout=timeout) as resp:  # nosec B310
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
-        raw = exc.read() if hasattr(exc, "read") else b""
-        detail = _error_detail(raw, exc.reason or "error")
-        if exc.code == 401 or exc.code == 403:
-            detail = f"engine refused the token ({detail})"
-        raise EngineError(f"Engine error {exc.code}: {detail}", status=exc.code) from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        raise EngineError(f"Engine not reachable at {conn.url}: {reason}", unreachable=True) from None
-    except TimeoutError:
-        raise EngineError(f"Engine at {conn.url} did not answer within {timeout:.0f} s", unreachable=True) from None
-    except (ConnectionError, OSError) as exc:
-        raise EngineError(f"Engine connection failed: {exc}", unreachable=True) from None
-    try:
-        return json.loads(raw.decode("utf-8")) if raw else {}
-    except ValueError:
-        raise EngineError(f"Engine sent invalid JSON for {path}") from None
+    send = _send_qgis if conn.via_qgis else _send_direct
+    status, raw = send(conn, method, url, data, timeout)
+    return _decode(status, raw, path)
 
 
 class EngineClient:
@@ -187,7 +196,7 @@ class EngineClient:
         self.conn = conn
         self.timeout = timeout
 
-    def _call(self, method, path, body=None, timeout=None):
+    def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> dict:
         return request_sync(self.conn, method, path, body, self.timeout if timeout is None else timeout)
 
     def health(self, timeout: float = 10.0) -> dict:
@@ -199,8 +208,9 @@ class EngineClient:
     def stores(self) -> list[dict]:
         return self._call("GET", "/stores").get("stores", [])
 
-    def index(self, **kwargs) -> str:
-        return self._call("POST", "/index", build_index_request(**kwargs))["job_id"]
+    def index(self, request: IndexRequest) -> str:
+        """Start an index job; returns its id (poll ``job``)."""
+        return self._call("POST", request.PATH, request.to_json())["job_id"]
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
@@ -208,11 +218,11 @@ class EngineClient:
     def cancel(self, job_id: str) -> dict:
         return self._call("DELETE", f"/jobs/{job_id}")
 
-    def search(self, **kwargs) -> dict:
-        return self._call("POST", "/search", build_search_request(**kwargs))
+    def search(self, request: SearchRequest) -> dict:
+        return self._call("POST", request.PATH, request.to_json())
 
-    def describe(self, **kwargs) -> dict:
-        return self._call("POST", "/describe", build_describe_request(**kwargs))
+    def describe(self, request: DescribeRequest) -> dict:
+        return self._call("POST", request.PATH, request.to_json())
 
 
 # ---------------------------------------------------------------- non-blocking (QgsTask)
@@ -302,9 +312,10 @@ def _deliver(callback, result, error) -> None:
 def run_in_thread(fn, callback) -> threading.Thread:
     """Run ``fn`` in a daemon Python thread and ``callback(result, error)`` in the main thread.
 
-    For frequent or background calls (job polling, result descriptions): unlike QgsTask it does not
+    For background calls to the local engine child (result descriptions): unlike QgsTask it does not
     take a slot of QGIS's global thread pool, which map rendering needs (2 threads on a 2-core machine).
-    Must be called from the main thread.
+    Calls through QGIS's network stack (remote engines) belong in ``run_async``: QGIS's network timeout timers
+    need a QThread. Must be called from the main thread.
     """
     relay = _relay()
 
@@ -319,3 +330,11 @@ def run_in_thread(fn, callback) -> threading.Thread:
     thread = threading.Thread(target=work, name="rsitr-request", daemon=True)
     thread.start()
     return thread
+
+
+def run_background(conn: Connection, fn, callback) -> None:
+    """``run_async`` for connections through QGIS's network stack, else ``run_in_thread``."""
+    if conn.via_qgis:
+        run_async("RSITR background request", fn, callback)
+    else:
+        run_in_thread(fn, callback)

@@ -9,7 +9,6 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
-    QgsWkbTypes,
 )
 from qgis.gui import QgsMapToolEmitPoint, QgsRubberBand
 from qgis.PyQt.QtCore import Qt
@@ -17,7 +16,9 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout
 
 from .client import EngineClient, run_async
+from .engine_requests import DescribeRequest
 from .panel_logic import describe_html, raster_source_path
+from .qt_compat import POLYGON_GEOMETRY
 from .results_layer import crs_of, geometry_from_geojson
 
 
@@ -67,7 +68,7 @@ class DescribeController:
         self.iface = iface
         self.manager = manager
         self.canvas = iface.mapCanvas()
-        self.rubber = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber = QgsRubberBand(self.canvas, POLYGON_GEOMETRY)
         self.rubber.setColor(QColor(255, 40, 40, 220))
         self.rubber.setFillColor(QColor(255, 40, 40, 40))
         self.rubber.setWidth(2)
@@ -89,9 +90,8 @@ class DescribeController:
             if error:
                 self._error(error)
                 return
-            run_async(
-                "RSITR describe", lambda: EngineClient(conn).describe(raster=path, x=p.x(), y=p.y(), top=5), self._show
-            )
+            request = DescribeRequest.at_point(path, p.x(), p.y(), top=5)
+            run_async("RSITR describe", lambda: EngineClient(conn).describe(request), self._show)
 
         self.manager.ensure_async(ready)
         return True
@@ -112,7 +112,7 @@ class DescribeController:
             tr = QgsCoordinateTransform(src, self.canvas.mapSettings().destinationCrs(), QgsProject.instance())
             geom = geom.densifyByCount(8)
             geom.transform(tr)
-        self.rubber.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber.reset(POLYGON_GEOMETRY)
         self.rubber.setToGeometry(geom, None)
         if self.popup is None:
             self.popup = DescribePopup(self.iface.mainWindow())
@@ -121,7 +121,7 @@ class DescribeController:
         self.popup.raise_()
 
     def clear(self) -> None:
-        self.rubber.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber.reset(POLYGON_GEOMETRY)
 
     def unload(self) -> None:
         self.clear()

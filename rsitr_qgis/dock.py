@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
@@ -24,12 +24,15 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .client import EngineClient, EngineError, build_search_request, one_line, run_async, run_in_thread
-from .panel_logic import format_result, job_progress, raster_source_path, short_description, status_text
+from .client import EngineClient, one_line, run_async, run_background
+from .engine_requests import DescribeRequest, IndexRequest, SearchRequest
+from .errors import EngineError
+from .index_job import IndexTask
+from .panel_logic import format_result, raster_source_path, short_description, status_text
+from .qt_compat import RASTER_LAYER_FILTER
 from .results_layer import create_results_layer, crs_of, extent_in_crs, geometry_from_geojson
 from .setup.offer import offer_setup
 
-POLL_MS = 500
 DESCRIBE_TOP_N = 10
 DESCRIBE_DELAY_MS = 500
 
@@ -49,13 +52,9 @@ class SearchDock(QgsDockWidget):
         self.results: list[dict] = []
         self.results_layer = None
         self.job_id: str | None = None
-        self._conn = None
+        self.index_task: IndexTask | None = None  # the running index job (listed in QGIS's task manager)
         self._describe_gen = 0
         self.last_timing: dict = {}
-        self._poll = QTimer(self)
-        self._poll.setInterval(POLL_MS)
-        self._poll.timeout.connect(self._poll_job)
-        self._poll_busy = False
         self._build()
         manager.stateChanged.connect(self._on_engine_state)
         self._on_engine_state(manager.state, manager.detail)
@@ -81,7 +80,7 @@ class SearchDock(QgsDockWidget):
         )
         form.addRow("Model", self.model_combo)
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.layer_combo.setFilters(RASTER_LAYER_FILTER)
         self.layer_combo.layerChanged.connect(self._on_layer_changed)
         form.addRow("Raster", self.layer_combo)
         lay.addLayout(form)
@@ -162,7 +161,7 @@ class SearchDock(QgsDockWidget):
     def _on_layer_changed(self, layer) -> None:
         path, why = raster_source_path(layer)
         self.layer_message.setText("" if path else why)
-        self.index_button.setEnabled(path is not None and self.job_id is None)
+        self.index_button.setEnabled(path is not None and self.index_task is None)
 
     def current_raster(self) -> str | None:
         path, why = raster_source_path(self.layer_combo.currentLayer())
@@ -219,63 +218,66 @@ class SearchDock(QgsDockWidget):
     # ------------------------------------------------------------------ indexing
     def index_layer(self) -> None:
         raster = self.current_raster()
-        if raster is None or self.job_id is not None:
+        if raster is None or self.index_task is not None:
             return
-        model = self.settings.get("model") or None
-        kwargs = dict(raster=raster, tile=self.settings.get("tile"), stride=self.settings.get("stride"), model=model)
+        try:
+            request = IndexRequest(
+                raster,
+                tile=self.settings.get("tile"),
+                stride=self.settings.get("stride"),
+                model=self.settings.get("model") or None,
+            )
+        except EngineError as exc:
+            self._index_done("failed", str(exc))
+            return
         self.index_button.setEnabled(False)
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
         self.show_message("Starting indexing...")
 
         def start(conn):
-            def started(job_id, error):
-                if error:
-                    self._index_done("failed", error)
-                    return
-                self.job_id = job_id
-                self._conn = conn
-                self.cancel_button.setEnabled(True)
-                self._poll.start()
-
-            run_async("RSITR index", lambda: EngineClient(conn).index(**kwargs), started)
+            task = IndexTask(conn, request, lambda state, error, job: self._task_done(task, state, error, job))
+            task.jobStarted.connect(self._on_job_started)
+            task.jobProgress.connect(self._on_job_progress)
+            self.index_task = task
+            self.cancel_button.setEnabled(True)
+            QgsApplication.taskManager().addTask(task)
 
         self.with_engine(start, raster, on_error=lambda error: self._index_done("failed", error))
 
-    def _poll_job(self) -> None:
-        if self.job_id is None or self._poll_busy:
-            return
-        self._poll_busy = True
-        job_id, conn = self.job_id, self._conn
+    def _on_job_started(self, job_id: str) -> None:
+        self.job_id = job_id
 
-        def done(job, error):
-            self._poll_busy = False
-            if self.job_id != job_id:
-                return
-            if error:
-                self._index_done("failed", error)
-                return
-            pct, label, finished, err = job_progress(job)
+    def _on_job_progress(self, pct: int, label: str) -> None:
+        if self.index_task is not None:
             self.progress.setValue(pct)
             self.progress.setFormat(f"%p% {label}")
-            if finished:
-                self._index_done(job.get("state", "done"), err, job)
 
-        run_in_thread(lambda: EngineClient(conn, timeout=30).job(job_id), done)
+    def _task_done(self, task: IndexTask, state: str, error: str, job: dict) -> None:
+        if task is self.index_task:  # not a task the panel already gave up on (cancelled)
+            self._index_done(state, error, job)
 
     def cancel_index(self) -> None:
-        if self.job_id is None:
+        """Cancel the running index job (the task sends DELETE /jobs/{id}); the panel is free at once."""
+        task = self.index_task
+        if task is None:
             return
-        job_id, conn = self.job_id, self._conn
         self.cancel_button.setEnabled(False)
-        run_async("RSITR cancel", lambda: EngineClient(conn).cancel(job_id), lambda _r, _e: None)
+        task.cancel()
         self._index_done("cancelled", "indexing cancelled")
 
+    def stop_jobs(self) -> None:
+        """Cancel a running index job (plugin unload)."""
+        if self.index_task is not None:
+            self.cancel_index()
+
     def _index_done(self, state: str, error: str, job: dict | None = None) -> None:
-        self._poll.stop()
+        self.index_task = None
         self.job_id = None
         self.cancel_button.setEnabled(False)
         self._on_layer_changed(self.layer_combo.currentLayer())
         if state == "done":
+            self.progress.setValue(100)
             n = (job or {}).get("total")
             self.show_message(f"Indexed {n} tiles" if n is not None else "Indexed", Qgis.MessageLevel.Success)
         elif state == "cancelled":
@@ -291,10 +293,10 @@ class SearchDock(QgsDockWidget):
             self.searchFinished.emit(None, "no raster")
             return
         try:
-            body = build_search_request(
+            request = SearchRequest(
                 self.query_edit.text(),
-                rasters=[raster],
                 k=self.k_spin.value(),
+                rasters=(raster,),
                 threshold=self.threshold_spin.value(),
                 model=self.settings.get("model") or None,
             )
@@ -305,22 +307,22 @@ class SearchDock(QgsDockWidget):
         t0 = time.monotonic()
         self._describe_gen += 1  # stop describing the previous results: the engine serves this query first
         self._set_busy(True)
-        self.show_message(f"Searching '{body['query']}'...")
+        self.show_message(f"Searching '{request.query}'...")
 
         def run(conn):
             t_engine = time.monotonic()
 
             def call():
-                return EngineClient(conn).search(**_search_kwargs(body))
+                return EngineClient(conn).search(request)
 
-            run_async("RSITR search", call, lambda res, err: self._search_done(body, res, err, t0, t_engine))
+            run_async("RSITR search", call, lambda res, err: self._search_done(request, res, err, t0, t_engine))
 
         def failed(error):
-            self._search_done(body, None, error, t0, t0)
+            self._search_done(request, None, error, t0, t0)
 
         self.with_engine(run, raster, on_error=failed)
 
-    def _search_done(self, body: dict, response, error, t0: float, t_engine: float) -> None:
+    def _search_done(self, request: SearchRequest, response, error, t0: float, t_engine: float) -> None:
         self._set_busy(False)
         if error:
             msg = error
@@ -335,10 +337,10 @@ class SearchDock(QgsDockWidget):
         self.results_list.clear()
         if not results:
             self.results_layer = None
-            self.show_message(f"No tile matched '{body['query']}'", Qgis.MessageLevel.Warning)
+            self.show_message(f"No tile matched '{request.query}'", Qgis.MessageLevel.Warning)
             self.searchFinished.emit(None, "")
             return
-        layer = create_results_layer(body["query"], results)
+        layer = create_results_layer(request.query, results)
         self.results_layer = layer
         for res in results:
             item = QListWidgetItem(format_result(res))
@@ -355,7 +357,7 @@ class SearchDock(QgsDockWidget):
             "engine_took_ms": (response or {}).get("took_ms"),
         }
         self.show_message(
-            f"{len(results)} tiles for '{body['query']}' in {t_done - t0:.2f} s", Qgis.MessageLevel.Success
+            f"{len(results)} tiles for '{request.query}' in {t_done - t0:.2f} s", Qgis.MessageLevel.Success
         )
         self.searchFinished.emit(layer, "")
         # descriptions for the list come a moment later, so they never slow down drawing the tiles
@@ -385,7 +387,8 @@ class SearchDock(QgsDockWidget):
                 if gen != self._describe_gen:
                     break
                 try:
-                    out[(store, tile_id)] = short_description(client.describe(store=store, tile_id=tile_id, top=1))
+                    answer = client.describe(DescribeRequest.for_tile(store, tile_id, top=1))
+                    out[(store, tile_id)] = short_description(answer)
                 except EngineError:
                     break
             return out
@@ -400,7 +403,7 @@ class SearchDock(QgsDockWidget):
                 if text:
                     item.setText(format_result(res, text))
 
-        run_in_thread(call, done)
+        run_background(conn, call, done)
 
     def _on_result_clicked(self, item) -> None:
         res = item.data(Qt.ItemDataRole.UserRole)
@@ -419,13 +422,3 @@ class SearchDock(QgsDockWidget):
         canvas.setExtent(rect)
         canvas.refresh()
         canvas.flashGeometries([geom], src, QColor(255, 230, 0, 255), QColor(255, 0, 0, 255), 3, 300)
-
-
-def _search_kwargs(body: dict) -> dict:
-    return {
-        "query": body["query"],
-        "rasters": body.get("rasters"),
-        "k": body["k"],
-        "threshold": body.get("threshold"),
-        "model": body.get("model"),
-    }

@@ -22,6 +22,7 @@ from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, pyqtSignal
 
 from .client import Connection, EngineClient, EngineError, one_line, run_async
+from .remote_token import remote_token
 from .settings import MODE_REMOTE, Settings, checkout_root
 
 LOG_TAG = "RSITR"
@@ -142,8 +143,8 @@ class EngineManager(QObject):
         )
 
     def connection(self) -> Connection | None:
-        if self.remote():
-            return Connection(self.settings.get("url"), self.settings.get("token"))
+        if self.remote():  # token from the QGIS auth database; requests through QGIS's network stack
+            return Connection(self.settings.get("url"), remote_token(self.settings), via_qgis=True)
         return self._conn if self.is_running() else None
 
     # ------------------------------------------------------------------ allowed roots
@@ -339,7 +340,11 @@ class EngineManager(QObject):
 
     def _health_async(self) -> None:
         """Check /health, then answer the callbacks waiting now (not later ones: they get their own check)."""
-        conn = self.connection()
+        try:
+            conn = self.connection()
+        except EngineError as exc:  # remote token not readable (auth database locked)
+            self._fail_pending(str(exc))
+            return
         if conn is None:
             self._fail_pending(self._detail or "engine not running")
             return

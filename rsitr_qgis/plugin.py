@@ -149,7 +149,7 @@ class RsitrPlugin:
             self.toolbar.deleteLater()
             self.toolbar = None
         if self.dock is not None:
-            self.dock._poll.stop()
+            self.dock.stop_jobs()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

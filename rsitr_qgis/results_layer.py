@@ -7,7 +7,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
-    QgsField,
     QgsFields,
     QgsGeometry,
     QgsGraduatedSymbolRenderer,
@@ -16,14 +15,21 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QVariant
 
+from .qt_compat import FIELD_DOUBLE, FIELD_INT, FIELD_STRING, make_field
 from .settings import resource_path
 
 QUERY_PROPERTY = "rsitr/query"
 NAME_PREFIX = "RSITR: "
 STYLE_FILE = ("styles", "search_results.qml")
 CLASS_OPACITY = (0.15, 0.75)  # lowest and highest score class
+RESULT_FIELDS = (
+    ("rank", FIELD_INT),
+    ("score", FIELD_DOUBLE),
+    ("tile_id", FIELD_INT),
+    ("store_id", FIELD_STRING),
+    ("raster", FIELD_STRING),
+)
 
 
 def layer_name(query: str, limit: int = 80) -> str:
@@ -33,11 +39,8 @@ def layer_name(query: str, limit: int = 80) -> str:
 
 def result_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("rank", QVariant.Int))
-    fields.append(QgsField("score", QVariant.Double))
-    fields.append(QgsField("tile_id", QVariant.Int))
-    fields.append(QgsField("store_id", QVariant.String))
-    fields.append(QgsField("raster", QVariant.String))
+    for name, kind in RESULT_FIELDS:
+        fields.append(make_field(name, kind))
     return fields
 
 

@@ -22,7 +22,8 @@ DEFAULTS: dict[str, object] = {
     "mode": MODE_LOCAL,  # "local": the plugin starts the engine; "remote": url + token
     "interpreter": "",  # empty: auto (checkout .venv, else python3 on PATH)
     "url": "http://127.0.0.1:8765",
-    "token": "",
+    "token": "",  # legacy plain token: moved into the QGIS auth database on first use (remote_token.py)
+    "authcfg": "",  # QGIS auth config id holding the remote engine token
     "cache_dir": "",  # empty: the engine's default (RSITR_CACHE or its user cache dir)
     "model_dir": "",  # empty: the engine's default model
     "model": "",  # model name sent with requests; empty: the engine's default
@@ -118,6 +119,10 @@ class Settings:
 
     def reset(self, name: str) -> None:
         self._s.remove(PREFIX + name)
+
+    def sync(self) -> None:
+        """Write pending changes to disk now (e.g. after removing a secret)."""
+        self._s.sync()
 
     def interpreter(self) -> str:
         return self.get("interpreter") or default_interpreter(engine_dir=self.engine_dir())

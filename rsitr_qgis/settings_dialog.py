@@ -1,19 +1,29 @@
-"""Settings dialog: engine mode, interpreter, URL/token, cache and model folders, defaults."""
+"""Settings dialog: engine mode, interpreter, URL/token, cache and model folders, defaults.
+
+The remote token goes into QGIS's authentication database (remote_token.py), never into plain settings;
+the field stays empty when a token is stored (typing a new one replaces it).
+"""
 
 from __future__ import annotations
 
 from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
     QLineEdit,
+    QMessageBox,
     QSpinBox,
 )
 
+from .errors import EngineError
+from .remote_token import forget_token, save_token
 from .settings import MODE_LOCAL, MODE_REMOTE, Settings, default_interpreter
+
+TOKEN_STORED_HINT = "stored in the QGIS authentication database (type to replace)"
 
 
 class SettingsDialog(QDialog):
@@ -43,8 +53,14 @@ class SettingsDialog(QDialog):
         self.url = QLineEdit(settings.get("url"))
         form.addRow("Remote URL", self.url)
         self.token = QgsPasswordLineEdit()
-        self.token.setText(settings.get("token"))
+        self.token.setText(settings.get("token"))  # a legacy plain token, if any: saving moves it
+        stored = bool(settings.get("authcfg"))
+        self.token.setPlaceholderText(TOKEN_STORED_HINT if stored else "")
         form.addRow("Remote token", self.token)
+        self.forget_token = QCheckBox("Remove the stored token")
+        self.forget_token.setObjectName("rsitr_forget_token")
+        self.forget_token.setVisible(stored)
+        form.addRow("", self.forget_token)
         self.k = QSpinBox()
         self.k.setRange(1, 1000)
         self.k.setValue(settings.get("k"))
@@ -68,18 +84,27 @@ class SettingsDialog(QDialog):
         form.addRow(box)
 
     def save(self) -> None:
+        """Write the settings; raises EngineError (one line) when the token cannot be stored."""
         s = self.settings
         s.set("mode", self.mode.currentData())
         s.set("interpreter", self.interpreter.filePath().strip())
         s.set("model_dir", self.model_dir.filePath().strip())
         s.set("cache_dir", self.cache_dir.filePath().strip())
         s.set("url", self.url.text().strip())
-        s.set("token", self.token.text().strip())
         s.set("k", self.k.value())
         s.set("threshold", self.threshold.value())
         s.set("tile", self.tile.value())
         s.set("stride", self.stride.value())
+        token = self.token.text().strip()
+        if token:
+            save_token(s, token)
+        elif self.forget_token.isChecked():
+            forget_token(s)
 
     def accept(self) -> None:
-        self.save()
+        try:
+            self.save()
+        except EngineError as exc:
+            QMessageBox.warning(self, "RSITR settings", str(exc))
+            return
         super().accept()

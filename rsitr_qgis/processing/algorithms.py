@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
     QgsFields,
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -25,13 +22,23 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsRasterLayer,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication
 
 from ..client import EngineClient, EngineError
 from ..engine_process import get_manager
-from ..panel_logic import raster_source_path
+from ..engine_requests import DescribeRequest, IndexRequest, SearchRequest
+from ..index_job import poll_job
+from ..panel_logic import job_progress, raster_source_path
+from ..qt_compat import (
+    FIELD_DOUBLE,
+    FIELD_STRING,
+    NUMBER_DOUBLE,
+    NUMBER_INTEGER,
+    SOURCE_VECTOR_POLYGON,
+    WKB_POLYGON,
+    make_field,
+)
 from ..results_layer import crs_of, result_fields, results_to_features
 from ..setup.offer import processing_message
 
@@ -126,14 +133,10 @@ class IndexRasterAlgorithm(_EngineAlgorithm):
             QgsProcessingParameterString("MODEL", tr("Model (empty: engine default)"), defaultValue="", optional=True)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(
-                "TILE", tr("Tile size (px)"), QgsProcessingParameterNumber.Type.Integer, 256, False, 16, 8192
-            )
+            QgsProcessingParameterNumber("TILE", tr("Tile size (px)"), NUMBER_INTEGER, 256, False, 16, 8192)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(
-                "STRIDE", tr("Stride (px)"), QgsProcessingParameterNumber.Type.Integer, 256, False, 1, 8192
-            )
+            QgsProcessingParameterNumber("STRIDE", tr("Stride (px)"), NUMBER_INTEGER, 256, False, 1, 8192)
         )
         self.addOutput(QgsProcessingOutputString("STORE_ID", tr("Tile store id")))
         self.addOutput(QgsProcessingOutputNumber("N_TILES", tr("Number of tiles")))
@@ -147,20 +150,15 @@ class IndexRasterAlgorithm(_EngineAlgorithm):
         model = self.parameterAsString(parameters, "MODEL", context) or None
         tile = self.parameterAsInt(parameters, "TILE", context)
         stride = self.parameterAsInt(parameters, "STRIDE", context)
-        job_id = self._call(self._client.index, raster=self._raster, tile=tile, stride=stride, model=model)
+        request = self._call(IndexRequest, self._raster, tile=tile, stride=stride, model=model)
+        job_id = self._call(self._client.index, request)
         feedback.pushInfo(f"index job {job_id} for {self._raster}")
-        while True:
-            if feedback.isCanceled():
-                self._call(self._client.cancel, job_id)
-                raise QgsProcessingException("indexing cancelled")
-            job = self._call(self._client.job, job_id)
-            feedback.setProgress(100.0 * float(job.get("progress") or 0.0))
-            state = job.get("state")
-            if state == "done":
-                break
-            if state in ("failed", "cancelled"):
-                raise QgsProcessingException(f"indexing {state}: {job.get('error') or ''}".strip(": "))
-            time.sleep(0.25)
+        job = self._call(
+            poll_job, self._client, job_id, feedback.isCanceled, lambda pct, _label: feedback.setProgress(pct)
+        )
+        _pct, _label, _finished, error = job_progress(job)
+        if job.get("state") != "done":
+            raise QgsProcessingException(error or f"indexing {job.get('state')}")
         feedback.pushInfo(f"store {job.get('store_id')}: {job.get('total')} tiles")
         return {"STORE_ID": job.get("store_id"), "N_TILES": job.get("total")}
 
@@ -182,23 +180,15 @@ class SearchTilesAlgorithm(_EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Indexed raster layer (file)")))
         self.addParameter(QgsProcessingParameterString("QUERY", tr("Text query")))
         self.addParameter(
-            QgsProcessingParameterNumber(
-                "K", tr("Number of tiles (k)"), QgsProcessingParameterNumber.Type.Integer, 20, False, 1, 1000
-            )
+            QgsProcessingParameterNumber("K", tr("Number of tiles (k)"), NUMBER_INTEGER, 20, False, 1, 1000)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(
-                "THRESHOLD", tr("Minimum score"), QgsProcessingParameterNumber.Type.Double, 0.0, True, -1.0, 1.0
-            )
+            QgsProcessingParameterNumber("THRESHOLD", tr("Minimum score"), NUMBER_DOUBLE, 0.0, True, -1.0, 1.0)
         )
         self.addParameter(
             QgsProcessingParameterString("MODEL", tr("Model (empty: engine default)"), defaultValue="", optional=True)
         )
-        self.addParameter(
-            QgsProcessingParameterFeatureSink(
-                "OUTPUT", tr("Matching tiles"), QgsProcessing.SourceType.TypeVectorPolygon
-            )
-        )
+        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", tr("Matching tiles"), SOURCE_VECTOR_POLYGON))
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._raster = self._raster_path(parameters, context)
@@ -213,13 +203,14 @@ class SearchTilesAlgorithm(_EngineAlgorithm):
         threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
         model = self.parameterAsString(parameters, "MODEL", context) or None
         try:
-            response = self._client.search(query=query, rasters=[self._raster], k=k, threshold=threshold, model=model)
+            request = SearchRequest(query, k=k, rasters=(self._raster,), threshold=threshold, model=model)
+            response = self._client.search(request)
         except EngineError as exc:
             raise QgsProcessingException(f"RSITR search: {exc}") from None
         results = response.get("results") or []
         crs = crs_of(results[0]) if results else self._crs
         fields = result_fields()
-        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs)
+        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, WKB_POLYGON, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         for f in results_to_features(results, crs, fields, context.project()):
@@ -229,11 +220,11 @@ class SearchTilesAlgorithm(_EngineAlgorithm):
 
 
 DESCRIBE_FIELDS = (
-    ("top_class", QVariant.String),
-    ("top_class_prob", QVariant.Double),
-    ("description", QVariant.String),
-    ("description_score", QVariant.Double),
-    ("classes_json", QVariant.String),
+    ("top_class", FIELD_STRING),
+    ("top_class_prob", FIELD_DOUBLE),
+    ("description", FIELD_STRING),
+    ("description_score", FIELD_DOUBLE),
+    ("classes_json", FIELD_STRING),
 )
 
 
@@ -253,9 +244,7 @@ class DescribeTilesAlgorithm(_EngineAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(
-            QgsProcessingParameterFeatureSource("INPUT", tr("Tile layer"), [QgsProcessing.SourceType.TypeVectorPolygon])
-        )
+        self.addParameter(QgsProcessingParameterFeatureSource("INPUT", tr("Tile layer"), [SOURCE_VECTOR_POLYGON]))
         self.addParameter(
             QgsProcessingParameterRasterLayer(
                 "RASTER", tr("Indexed raster (for features without store_id/tile_id)"), optional=True
@@ -265,18 +254,14 @@ class DescribeTilesAlgorithm(_EngineAlgorithm):
             QgsProcessingParameterNumber(
                 "TOP",
                 tr("Classes and descriptions to keep"),
-                QgsProcessingParameterNumber.Type.Integer,
+                NUMBER_INTEGER,
                 5,
                 False,
                 1,
                 50,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFeatureSink(
-                "OUTPUT", tr("Described tiles"), QgsProcessing.SourceType.TypeVectorPolygon
-            )
-        )
+        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", tr("Described tiles"), SOURCE_VECTOR_POLYGON))
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._raster = None
@@ -298,7 +283,7 @@ class DescribeTilesAlgorithm(_EngineAlgorithm):
         fields = QgsFields(source.fields())
         for name, kind in DESCRIBE_FIELDS:
             if fields.indexOf(name) < 0:
-                fields.append(QgsField(name, kind))
+                fields.append(make_field(name, kind))
         sink, dest_id = self.parameterAsSink(
             parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs()
         )
@@ -314,15 +299,15 @@ class DescribeTilesAlgorithm(_EngineAlgorithm):
             if feedback.isCanceled():
                 break
             if by_id and feat["store_id"] not in (None, "") and feat["tile_id"] is not None:
-                kwargs = {"store": str(feat["store_id"]), "tile_id": int(feat["tile_id"]), "top": top}
+                request = DescribeRequest.for_tile(str(feat["store_id"]), int(feat["tile_id"]), top=top)
             elif self._raster is not None:
                 p = feat.geometry().centroid().asPoint()
                 if to_raster is not None:
                     p = to_raster.transform(p)
-                kwargs = {"raster": self._raster, "x": p.x(), "y": p.y(), "top": top}
+                request = DescribeRequest.at_point(self._raster, p.x(), p.y(), top=top)
             else:
                 raise QgsProcessingException("features have no store_id/tile_id fields: set the indexed raster")
-            res = self._call(self._client.describe, **kwargs)
+            res = self._call(self._client.describe, request)
             out = QgsFeature(fields)
             out.setGeometry(feat.geometry())
             for name in names:

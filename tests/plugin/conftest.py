@@ -111,12 +111,13 @@ def utm_raster(rasters_dir) -> Path:
 @pytest.fixture(scope="session")
 def indexed_raster(manager, utm_raster) -> Path:
     from rsitr_qgis.client import EngineClient
+    from rsitr_qgis.engine_requests import IndexRequest
 
     manager.add_root_for(str(utm_raster))
     if manager.is_running():
         manager.stop()
     client = EngineClient(manager.ensure_running())
-    job_id = client.index(raster=str(utm_raster), tile=256, stride=256)
+    job_id = client.index(IndexRequest(str(utm_raster), tile=256, stride=256))
     deadline = time.monotonic() + 120
     while True:
         job = client.job(job_id)
@@ -149,3 +150,52 @@ def processing_ready(qgis_processing, manager):
         _PROVIDER.append(RsitrProvider())
         registry.addProvider(_PROVIDER[0])
     yield _PROVIDER[0]
+
+
+TEST_MASTER_PASSWORD = "rsitr-plugin-tests"
+
+
+@pytest.fixture(scope="session")
+def auth_db(qgis_app):
+    """QGIS's authentication database of the test profile, unlocked with the tests' master password.
+
+    The test profile (pytest-qgis, ``.qgis-settings/`` of the checkout) is never a user's profile; a database
+    locked with another master password there is erased and set up again.
+    """
+    manager = QgsApplication.authManager()
+    path = QgsApplication.qgisAuthDatabaseFilePath()
+    assert ".qgis-settings" in path or "pytest" in path or path.startswith("/tmp"), f"not a test profile: {path}"
+    if not manager.masterPasswordIsSet() and not manager.setMasterPassword(TEST_MASTER_PASSWORD, True):
+        manager.eraseAuthenticationDatabase(False)
+        assert manager.setMasterPassword(TEST_MASTER_PASSWORD, True), "cannot unlock the test auth database"
+    return manager
+
+
+class RemoteMode:
+    """Switch the plugin settings to remote mode (URL + token stored the way the settings dialog does)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def use(self, url: str, token: str = "") -> None:
+        from rsitr_qgis.remote_token import forget_token, save_token
+
+        self.settings.set("mode", "remote")
+        self.settings.set("url", url)
+        if token:
+            save_token(self.settings, token)
+        else:
+            forget_token(self.settings)
+
+    def restore(self) -> None:
+        from rsitr_qgis.remote_token import forget_token
+
+        forget_token(self.settings)
+        self.settings.set("mode", "local")
+
+
+@pytest.fixture
+def remote_mode(plugin_settings, auth_db):
+    mode = RemoteMode(plugin_settings)
+    yield mode
+    mode.restore()

@@ -95,7 +95,7 @@ def test_killed_engine_mid_search_shows_error_then_next_search_restarts(manager,
         assert err == "" and lyr is not None and lyr.featureCount() > 0, err
         assert manager.pid() != old_pid and pid_alive(manager.pid())
     finally:
-        dock._poll.stop()
+        dock.stop_jobs()
         dock.deleteLater()
 
 

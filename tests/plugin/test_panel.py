@@ -13,7 +13,7 @@ from tests.plugin.conftest import make_rgb_geotiff, wait_until
 def dock(manager, qgis_iface, project):
     d = SearchDock(manager, qgis_iface)
     yield d
-    d._poll.stop()
+    d.stop_jobs()
     d.deleteLater()
 
 
@@ -109,3 +109,41 @@ def test_cancel_indexing(dock, rasters_dir):
     dock.cancel_index()
     assert states in (["cancelled"], ["done"])  # a fast machine may finish first
     assert dock.job_id is None and dock.index_button.isEnabled()
+
+
+def test_index_job_is_a_task_in_the_task_manager_and_cancels_on_the_engine(dock, manager, rasters_dir, plugin_settings):
+    """The panel's index job shows in QGIS's task manager with progress; cancelling it there (as the task
+    manager's cancel button does) cancels the engine job (DELETE /jobs/{id}) and frees the panel."""
+    from qgis.core import QgsApplication, QgsTask
+
+    from rsitr_qgis.client import EngineClient
+
+    path = make_rgb_geotiff(rasters_dir / "task_manager.tif", 2048, 2048)  # 4096 tiles of 32 px
+    old_tile, old_stride = plugin_settings.get("tile"), plugin_settings.get("stride")
+    plugin_settings.set("tile", 32)
+    plugin_settings.set("stride", 32)
+    try:
+        dock.layer_combo.setLayer(add_raster(path, "task manager"))
+        states = []
+        dock.indexFinished.connect(lambda state, err: states.append((state, err)))
+        dock.index_layer()
+        wait_until(lambda: dock.job_id is not None or states, 120, "the index job to start")
+        assert not states, states
+        task = dock.index_task
+        manager_tasks = QgsApplication.taskManager().activeTasks()
+        assert task in manager_tasks and task.description() == "RSITR: index task_manager.tif"
+        assert task.flags() & QgsTask.Flag.CanCancel
+        wait_until(lambda: dock.progress.value() > 0 or states, 120, "progress in the panel")
+        assert not states, states
+        assert task.progress() > 0 and "tiles" in dock.progress.text()
+        job_id = dock.job_id
+        task.cancel()  # what the task manager's cancel button does
+        wait_until(lambda: states, 60, "the panel to hear about the cancel")
+        assert states == [("cancelled", "indexing cancelled")]
+        assert dock.index_task is None and dock.job_id is None and dock.index_button.isEnabled()
+        client = EngineClient(manager.connection())
+        wait_until(lambda: client.job(job_id)["state"] in ("cancelled", "done"), 60, "the engine job to stop")
+        assert client.job(job_id)["state"] == "cancelled"
+    finally:
+        plugin_settings.set("tile", old_tile)
+        plugin_settings.set("stride", old_stride)

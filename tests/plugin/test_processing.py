@@ -6,7 +6,6 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 
 from rsitr_qgis import engine_process
-from rsitr_qgis.settings import MODE_REMOTE
 
 
 class Feedback(QgsProcessingFeedback):
@@ -66,49 +65,45 @@ def test_search_with_empty_query_fails_cleanly(processing_ready, indexed_raster)
     assert not any("Traceback" in e for e in fb.errors)
 
 
-def test_unavailable_engine_is_a_clear_processing_error(processing_ready, indexed_raster, plugin_settings):
+def test_unavailable_engine_is_a_clear_processing_error(processing_ready, indexed_raster, remote_mode):
     import processing
 
     port = engine_process.free_port()
-    plugin_settings.set("mode", MODE_REMOTE)
-    plugin_settings.set("url", f"http://127.0.0.1:{port}")
+    remote_mode.use(f"http://127.0.0.1:{port}")
     fb = Feedback()
-    try:
-        with pytest.raises(QgsProcessingException):
-            processing.run(
-                "rsitr:searchtiles",
-                {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 3, "OUTPUT": "memory:"},
-                feedback=fb,
-            )
-    finally:
-        plugin_settings.set("mode", "local")
+    with pytest.raises(QgsProcessingException):
+        processing.run(
+            "rsitr:searchtiles",
+            {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 3, "OUTPUT": "memory:"},
+            feedback=fb,
+        )
     msg = fb.errors[0]
     assert msg.startswith("RSITR engine unavailable") and "not reachable" in msg and "\n" not in msg
     assert "Traceback" not in msg
 
 
-def test_remote_mode_uses_url_and_token(processing_ready, indexed_raster, plugin_settings, manager, project):
-    """Remote mode: no child is started; the URL + token of a running engine are used as given."""
+def test_remote_mode_uses_url_and_token(processing_ready, indexed_raster, remote_mode, manager, project):
+    """Remote mode: no child is started; the URL + token (from QGIS's auth database) of a running engine are
+    used, through QGIS's network stack."""
     import processing
 
     conn = manager.ensure_running()
-    plugin_settings.set("mode", MODE_REMOTE)
-    plugin_settings.set("url", conn.url)
-    plugin_settings.set("token", conn.token)
-    try:
-        res = processing.run(
-            "rsitr:searchtiles", {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 2, "OUTPUT": "memory:"}
+    pid = manager.pid()
+    remote_mode.use(conn.url, conn.token)
+    remote = manager.connection()
+    assert remote.via_qgis and remote.token == conn.token
+    assert remote_mode.settings.get("token") == ""  # never in plain settings
+    res = processing.run(
+        "rsitr:searchtiles", {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 2, "OUTPUT": "memory:"}
+    )
+    assert res["OUTPUT"].featureCount() == 2
+    assert manager.pid() == pid  # the local child was neither restarted nor stopped
+    remote_mode.use(conn.url, "wrong-token-wrong-token")
+    fb = Feedback()
+    with pytest.raises(QgsProcessingException):
+        processing.run(
+            "rsitr:searchtiles",
+            {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 2, "OUTPUT": "memory:"},
+            feedback=fb,
         )
-        assert res["OUTPUT"].featureCount() == 2
-        plugin_settings.set("token", "wrong-token-wrong-token")
-        fb = Feedback()
-        with pytest.raises(QgsProcessingException):
-            processing.run(
-                "rsitr:searchtiles",
-                {"INPUT": str(indexed_raster), "QUERY": "a river", "K": 2, "OUTPUT": "memory:"},
-                feedback=fb,
-            )
-        assert "401" in fb.errors[0] and "token" in fb.errors[0]
-    finally:
-        plugin_settings.set("mode", "local")
-        plugin_settings.set("token", "")
+    assert "401" in fb.errors[0] and "token" in fb.errors[0]

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from qgis.core import Qgis, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer
 
-from rsitr_qgis.settings import MODE_REMOTE
 from tests.plugin.conftest import make_rgb_geotiff, wait_until
 
 
@@ -110,12 +109,13 @@ def test_bad_index_parameters_fail_cleanly(processing_ready, indexed_raster):
 
 
 def test_unknown_store_in_describe_fails_cleanly(processing_ready, project):
-    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
-    from qgis.PyQt.QtCore import QVariant
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from rsitr_qgis.qt_compat import FIELD_INT, FIELD_STRING, make_field
 
     layer = QgsVectorLayer("Polygon?crs=EPSG:32633", "tiles", "memory")
     pr = layer.dataProvider()
-    pr.addAttributes([QgsField("store_id", QVariant.String), QgsField("tile_id", QVariant.Int)])
+    pr.addAttributes([make_field("store_id", FIELD_STRING), make_field("tile_id", FIELD_INT)])
     layer.updateFields()
     for sid in ("ffffffffffffffff", "../../etc/passwd"):
         f = QgsFeature(layer.fields())
@@ -125,23 +125,17 @@ def test_unknown_store_in_describe_fails_cleanly(processing_ready, project):
     fails_cleanly("rsitr:describetiles", {"INPUT": layer, "TOP": 3, "OUTPUT": "memory:"}, "unknown store")
 
 
-def test_raster_outside_allowed_roots_fails_cleanly(
-    processing_ready, indexed_raster, plugin_settings, manager, tmp_path
-):
+def test_raster_outside_allowed_roots_fails_cleanly(processing_ready, indexed_raster, remote_mode, manager, tmp_path):
     """Remote mode: the engine's allowed roots apply (local mode adds the raster's folder itself)."""
     conn = manager.ensure_running()
     outside = make_rgb_geotiff(Path("/tmp") / f"rsitr_outside_{int(time.time() * 1000)}.tif", 64, 64)
     if not manager.needs_root(str(outside)):
         pytest.skip("/tmp is inside the engine's allowed roots here")
-    plugin_settings.set("mode", MODE_REMOTE)
-    plugin_settings.set("url", conn.url)
-    plugin_settings.set("token", conn.token)
+    remote_mode.use(conn.url, conn.token)
     try:
         for alg in ("rsitr:indexraster", "rsitr:searchtiles"):
             fails_cleanly(alg, {"INPUT": str(outside), "QUERY": "a river", "OUTPUT": "memory:"}, "allowed roots")
     finally:
-        plugin_settings.set("mode", "local")
-        plugin_settings.set("token", "")
         outside.unlink()
 
 
@@ -201,7 +195,7 @@ def test_panel_errors_reach_the_message_bar(manager, qgis_iface, rasters_dir, pr
         assert all("\n" not in m and "Traceback" not in m for m in critical), critical
         assert any("not indexed" in m for m in critical) and any("query" in m.lower() for m in critical), critical
     finally:
-        dock._poll.stop()
+        dock.stop_jobs()
         dock.deleteLater()
 
 
@@ -344,5 +338,5 @@ def test_engine_killed_during_indexing_is_reported_then_resumes(
     finally:
         plugin_settings.set("tile", old_tile)
         plugin_settings.set("stride", old_stride)
-        dock._poll.stop()
+        dock.stop_jobs()
         dock.deleteLater()

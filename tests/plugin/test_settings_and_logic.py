@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from qgis.core import QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtCore import QSettings
 
 from rsitr_qgis import client, engine_process, panel_logic, settings
+from rsitr_qgis.engine_requests import DescribeRequest, IndexRequest, SearchRequest
 from tests.conftest import PROJECT_ROOT
 
 
@@ -130,28 +132,43 @@ def test_engine_command_line(fresh_settings, tmp_path):
     m.deleteLater()
 
 
-def test_search_request_builder_validates():
-    body = client.build_search_request("  a stadium  ", rasters=["/r.tif"], k=5, threshold=0.2, model="m")
-    assert body == {"query": "a stadium", "k": 5, "rasters": ["/r.tif"], "threshold": 0.2, "model": "m"}
-    assert "threshold" not in client.build_search_request("x", threshold=0.0)
+def test_search_request_normalises_and_validates():
+    req = SearchRequest("  a stadium  ", k=5, rasters=["/r.tif"], threshold=0.2, model="m")
+    assert req.to_json() == {"query": "a stadium", "k": 5, "rasters": ["/r.tif"], "threshold": 0.2, "model": "m"}
+    assert req.PATH == "/search" and req.rasters == ("/r.tif",)
+    assert "threshold" not in SearchRequest("x", threshold=0.0).to_json()
+    assert SearchRequest("x", stores=["s1"], aoi={"type": "Point", "coordinates": [0, 0]}).to_json()["stores"] == ["s1"]
     for bad in ({"query": "   "}, {"query": "x" * 1001}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}):
         with pytest.raises(client.EngineError) as err:
-            client.build_search_request(**bad)
+            SearchRequest(**bad)
         assert "\n" not in str(err.value)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.k = 7
 
 
-def test_index_and_describe_request_builders():
-    assert client.build_index_request("/r.tif", tile=224, stride=112) == {
+def test_index_and_describe_requests():
+    assert IndexRequest("/r.tif", tile=224, stride=112).to_json() == {"raster": "/r.tif", "tile": 224, "stride": 112}
+    assert IndexRequest("/r.tif", model="m", bands=[3, 2, 1], gsd=0.5).to_json() == {
         "raster": "/r.tif",
-        "tile": 224,
-        "stride": 112,
+        "tile": 256,
+        "stride": 256,
+        "model": "m",
+        "bands": [3, 2, 1],
+        "gsd": 0.5,
+    }
+    for bad in ({"tile": 4}, {"stride": 0}):
+        with pytest.raises(client.EngineError):
+            IndexRequest("/r.tif", **bad)
+    assert DescribeRequest.for_tile("s", 3, top=2).to_json() == {"top": 2, "store": "s", "tile_id": 3}
+    assert DescribeRequest.at_point("/r", 1, 2, crs="EPSG:4326").to_json() == {
+        "top": 5,
+        "raster": "/r",
+        "x": 1.0,
+        "y": 2.0,
+        "crs": "EPSG:4326",
     }
     with pytest.raises(client.EngineError):
-        client.build_index_request("/r.tif", tile=4)
-    assert client.build_describe_request(store="s", tile_id=3, top=2) == {"top": 2, "store": "s", "tile_id": 3}
-    assert client.build_describe_request(raster="/r", x=1, y=2, crs="EPSG:4326")["crs"] == "EPSG:4326"
-    with pytest.raises(client.EngineError):
-        client.build_describe_request(raster="/r")
+        DescribeRequest(raster="/r")
 
 
 def test_error_detail_is_one_line():

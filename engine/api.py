@@ -99,6 +99,7 @@ class DescribeRequest(Strict):
     tile_id: int | None = Field(None, ge=0)
     top: int = Field(5, ge=1, le=50)
     model: Annotated[str, Field(max_length=200)] | None = None
+    caption_bank: PathStr | None = None
 
 
 class Scored(BaseModel):
@@ -117,6 +118,9 @@ class DescribeResponse(BaseModel):
     geometry: dict[str, Any]
     authid: str
     classes: list[ClassProb]
+    other: float
+    uncertain: bool
+    scene: str | None
     descriptions: list[Scored]
     captions: list[Scored]
 
@@ -133,6 +137,14 @@ def check_raster_path(path: str, roots: list[Path]) -> Path:
     if not real.is_file():
         raise BadInput(f"not a file: {path}")
     return real
+
+
+def check_bank_path(path: str, roots: list[Path]) -> Path:
+    """A caption bank path: the same rules as a raster path, with its own 404 message."""
+    try:
+        return check_raster_path(path, roots)
+    except NotFound:
+        raise NotFound(f"caption bank not found: {path}") from None
 
 
 def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI:
@@ -262,6 +274,7 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
             raise BadInput("give a raster or a store")
         if req.tile_id is None and (req.x is None or req.y is None):
             raise BadInput("give x and y, or a store and tile_id")
-        return engine.describe(raster, req.store, req.x, req.y, req.crs, req.tile_id, req.top, req.model)
+        bank = check_bank_path(req.caption_bank, roots) if req.caption_bank else None
+        return engine.describe(raster, req.store, req.x, req.y, req.crs, req.tile_id, req.top, req.model, bank)
 
     return app

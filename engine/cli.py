@@ -149,11 +149,38 @@ def cmd_describe(args) -> int:
     res = eng.describe(
         raster=args.raster, store_id=args.store, x=args.x, y=args.y, crs=args.crs, tile_id=args.tile_id, top=args.top
     )
-    lines = [f"tile {res['tile_id']} of store {res['store_id']}"]
-    lines += [f"  class {c['name']:<20} {c['probability']:.3f}" for c in res["classes"]]
-    lines += [f"  {d['score']:.3f}  {d['text']}" for d in res["descriptions"]]
-    lines += [f"  caption {c['score']:.3f}  {c['text']}" for c in res["captions"]]
-    _emit(args, res, "\n".join(lines))
+    from engine.describe import describe_text
+
+    _emit(args, res, describe_text(res))
+    return 0
+
+
+def cmd_caption_bank(args) -> int:
+    """``caption-bank build SOURCE --out F.npz``: embed a team's own texts for describe."""
+    from engine.caption_bank import build_bank, read_texts
+    from engine.config import require_model_dir
+    from engine.service import Engine
+
+    texts = read_texts(args.source, args.split, args.column)
+    enc = Engine(default_model=require_model_dir(args.model)).encoder()
+    bar = None
+    if not args.json and not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(texts), unit="text", desc="caption bank", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+
+    try:
+        out = build_bank(texts, enc, args.out, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    data = {"out": str(out), "n_texts": len(texts), "model": enc.meta.name, "version": enc.meta.version}
+    _emit(args, data, f"caption bank {out}: {len(texts)} texts embedded with {enc.meta.name} {enc.meta.version}")
     return 0
 
 
@@ -395,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top", type=int, default=5, help="number of classes and descriptions (default 5)")
     sp.add_argument("--captions", help="caption bank .npz")
     sp.set_defaults(func=cmd_describe)
+
+    sp = sub.add_parser("caption-bank", help="build a caption bank (.npz) from your own texts for describe")
+    common(sp)
+    sp.add_argument("action", choices=["build"], help="what to do")
+    sp.add_argument("source", help="Karpathy-style JSON, CSV (filename,title or a text column) or a GeoJSON folder")
+    sp.add_argument("--out", required=True, help="the .npz to write (use it with describe/serve --captions)")
+    sp.add_argument("--split", action="append", help="Karpathy JSON: only these splits (repeatable; default all)")
+    sp.add_argument("--column", help="CSV column or GeoJSON property with the text (default: title, text, ...)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_caption_bank)
 
     sp = sub.add_parser("serve", help="run the local HTTP service")
     common(sp)

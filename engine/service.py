@@ -66,7 +66,7 @@ class Engine:
         self._lock = threading.Lock()
         self._threads = threads
         self._caption_path = caption_bank
-        self._bank: CaptionBank | None = None
+        self._bank: tuple[tuple, CaptionBank] | None = None
         self._vocab: Vocabulary | None = None
 
     # ------------------------------------------------------------ models
@@ -196,17 +196,35 @@ class Engine:
             self._vocab = Vocabulary.load()
         return self._vocab
 
-    def caption_bank(self, enc: Encoder) -> CaptionBank | None:
-        if self._caption_path is None:
+    def caption_bank(self, enc: Encoder, path: str | Path | None = None) -> CaptionBank | None:
+        """The bank at ``path`` (per request), else the engine's ``--captions`` bank; cached by path and mtime."""
+        path = path or self._caption_path
+        if path is None:
             return None
-        if self._bank is None:
-            self._bank = CaptionBank.load(self._caption_path, enc.meta.embed_dim, enc.meta.name)
-        return self._bank
+        p = Path(path).expanduser()
+        key = (str(p.resolve()), _mtime_ns(p), enc.meta.name)
+        with self._lock:
+            if self._bank is not None and self._bank[0] == key:
+                return self._bank[1]
+        bank = CaptionBank.load(p, enc.meta.embed_dim, enc.meta.name)
+        with self._lock:
+            self._bank = (key, bank)
+        return bank
 
     def describe(
-        self, raster=None, store_id=None, x=None, y=None, crs=None, tile_id=None, top: int = 5, model: str | None = None
+        self,
+        raster=None,
+        store_id=None,
+        x=None,
+        y=None,
+        crs=None,
+        tile_id=None,
+        top: int = 5,
+        model: str | None = None,
+        caption_bank: str | Path | None = None,
     ) -> dict:
-        """Describe the tile at (x, y) (in ``crs``, default the raster CRS) or the tile ``tile_id``."""
+        """Describe the tile at (x, y) (in ``crs``, default the raster CRS) or the tile ``tile_id``; ``caption_bank``
+        (a ``.npz``) overrides the engine's bank for this request."""
         if not 1 <= top <= 50:
             raise BadInput(f"top must be 1..50, got {top}")
         self._check_model(model)
@@ -245,7 +263,7 @@ class Engine:
             enc = self.encoder(model)
             emb, geom, authid = self._embed_at(enc, raster, x, y, crs)
             out = {"tile_id": None, "store_id": None, "geometry": geom, "authid": authid}
-        out.update(describe_embedding(emb, enc, self.vocabulary, self.caption_bank(enc), top))
+        out.update(describe_embedding(emb, enc, self.vocabulary, self.caption_bank(enc, caption_bank), top))
         return out
 
     def _tile_at(self, store: Store, x: float, y: float, crs: str | None) -> int:

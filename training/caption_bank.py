@@ -1,21 +1,15 @@
-"""Build a user caption bank: ``python -m training.caption_bank --bundle DIR --data JSON --split train
---out F.npz``.
+"""Build a caption bank from a training dataset: a thin call into the engine (``engine.caption_bank``).
 
-The bank (docs/contracts.md §1, "caption bank") is built on the user's machine from a dataset they have; it is
-never shipped in a bundle. ``.npz`` keys: ``texts`` (unicode [N], unique, file order), ``embeddings`` float16
-[N,D] L2-normalised with the bundle's text encoder, ``model_name``, ``model_version``, ``embed_dim``.
+``python -m training.caption_bank --bundle DIR --data JSON [--split train] --out F.npz`` is the same as
+``python -m engine caption-bank build JSON --split train --out F.npz --model DIR`` (``shared:`` paths allowed).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-
 from training.config import resolve_path
-from training.data.readers import read_dataset
 
 
 def build_caption_bank(
@@ -25,28 +19,13 @@ def build_caption_bank(
     splits: tuple[str, ...] = ("train",),
     max_texts: int | None = None,
 ) -> Path:
-    from training.bundle_runtime import BundleEncoder
+    """Embed the unique captions of ``splits`` (the first ``max_texts``) with the bundle's text encoder."""
+    from engine.bundle import load_bundle
+    from engine.caption_bank import build_bank, read_texts
+    from engine.encoder import Encoder
 
-    enc = BundleEncoder(bundle)
-    rows = read_dataset(resolve_path(str(data)), splits)
-    texts = list(dict.fromkeys(r.caption for r in rows if r.caption))
-    if max_texts:
-        texts = texts[:max_texts]
-    emb = enc.encode_texts(texts)
-    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = enc.meta
-    with open(out, "wb") as fh:
-        np.savez(
-            fh,
-            texts=np.array(texts, dtype=str),
-            embeddings=emb.astype(np.float16),
-            model_name=np.array(meta["name"]),
-            model_version=np.array(meta["version"]),
-            embed_dim=np.array(int(meta["embed_dim"])),
-        )
-    return out
+    texts = read_texts(resolve_path(str(data)), splits)[:max_texts]
+    return build_bank(texts, Encoder(load_bundle(bundle), threads=2), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", action="append", help="split(s) to include (default: train)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max", type=int, dest="max_texts")
     args = ap.parse_args(argv)
-    p = build_caption_bank(args.bundle, args.data, args.out, tuple(args.split or ["train"]), args.max_texts)
-    z = np.load(p)
-    print(json.dumps({"out": str(p), "n": int(len(z["texts"])), "embed_dim": int(z["embed_dim"])}))
-    return 0
+    from engine.cli import main as engine_main
+
+    split_args = [a for s in (args.split or ["train"]) for a in ("--split", s)]
+    data = str(resolve_path(args.data))
+    return engine_main(["caption-bank", "build", data, "--out", args.out, "--model", args.bundle, *split_args])
 
 
 if __name__ == "__main__":

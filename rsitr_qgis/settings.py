@@ -39,11 +39,6 @@ DEFAULTS: dict[str, object] = {
 }
 
 
-def default_release_url() -> str:
-    """Base URL of the model release archives: ``$RSITR_RELEASE_URL`` or the project's GitHub releases."""
-    return os.environ.get(RELEASE_URL_ENV, "").strip() or PROJECT_RELEASE_URL
-
-
 def default_engine_dir() -> Path:
     """``<QGIS profile folder>/rsitr/engine`` (falls back to ``~/.rsitr/engine`` outside QGIS)."""
     from qgis.core import QgsApplication
@@ -131,8 +126,10 @@ class Settings:
         value = self.get("engine_dir")
         return Path(value).expanduser() if value else default_engine_dir()
 
-    def release_url(self) -> str:
-        return (self.get("release_url") or default_release_url()).rstrip("/")
+    def release_url(self, release_base_url: str = "") -> str:
+        """The setting, else ``$RSITR_RELEASE_URL``, else the release's own ``base_url``, else the project's."""
+        value = self.get("release_url") or os.environ.get(RELEASE_URL_ENV, "").strip()
+        return (value or release_base_url or PROJECT_RELEASE_URL).rstrip("/")
 
     def allowed_roots(self) -> list[str]:
         raw = self.get("allowed_roots")

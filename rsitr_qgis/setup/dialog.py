@@ -29,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..settings import Settings, default_engine_dir, default_release_url
+from ..settings import Settings, default_engine_dir
 from . import installer, offer
 from .plan import (
     DEVICE_CPU,
@@ -120,7 +120,7 @@ class SetupDialog(QDialog):
         form.addRow("", _radio_row(self.from_wheels, self.wheel_dir))
 
         self.model_download = QRadioButton("download from")
-        self.release_url = QLineEdit(settings.release_url())
+        self.release_url = QLineEdit(settings.release_url(dist.base_url if dist else ""))
         self.model_folder_radio = QRadioButton("folder on disk")
         self.model_folder = QgsFileWidget()
         self.model_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
@@ -278,7 +278,9 @@ class SetupController(QObject):
             if result.model_dir:
                 s.set("model_dir", result.model_dir)
             s.set("engine_dir", "" if options.engine_dir == default_engine_dir() else str(options.engine_dir))
-            if options.release_url and options.release_url.rstrip("/") != default_release_url().rstrip("/"):
+            dist, _error = self._dist()
+            default_url = s.release_url(dist.base_url if dist else "")
+            if options.release_url and options.release_url.rstrip("/") != default_url:
                 s.set("release_url", options.release_url)
             self.manager.start()
         self.task = None

@@ -44,6 +44,8 @@ def offer_setup(iface, detail: str) -> bool:
     from qgis.PyQt.QtWidgets import QPushButton
 
     bar = iface.messageBar()
+    if not hasattr(bar, "createMessage"):  # a stand-in iface (tests) without a real QgsMessageBar
+        return False
     try:
         if _offer_item is not None and _offer_item in bar.items():
             return True  # already offered and still shown

@@ -32,10 +32,10 @@ MODEL_DOWNLOAD = "download"  # from the release URL
 MODEL_FOLDER = "folder"  # a bundle folder (with model.json) or a folder holding the release archive
 MODEL_KEEP = "keep"  # leave the model setting alone
 
-# Measured on Linux x86-64, Python 3.11 (tests/plugin/test_install_e2e.py prints the real numbers):
-# wheels downloaded and the venv on disk. GPU: onnxruntime-gpu instead of onnxruntime (+240 MB; CUDA itself
-# comes from the NVIDIA driver / CUDA runtime wheels and is not counted).
-ESTIMATED_MB = {DEVICE_CPU: {"download": 75, "disk": 330}, DEVICE_GPU: {"download": 315, "disk": 600}}
+# CPU: measured by tests/plugin/test_install_e2e.py on Linux x86-64, Python 3.11 (wheels 105 MB, venv 381 MB).
+# GPU: onnxruntime-gpu 1.31.1 (256 MB wheel) in place of onnxruntime (17 MB): estimated from the wheel sizes, not
+# measured here (no GPU machine); the CUDA/cuDNN libraries come with the NVIDIA driver/CUDA install, not counted.
+ESTIMATED_MB = {DEVICE_CPU: {"download": 105, "disk": 380}, DEVICE_GPU: {"download": 345, "disk": 750}}
 STEP_WEIGHTS = {"venv": 5, "requirements": 60, "engine": 5, "check": 5, "model": 25}
 
 
@@ -62,6 +62,7 @@ class EngineDist:
     engine_version: str
     models: list[ModelRelease]
     requires_python: tuple[int, ...] = MIN_VERSION
+    base_url: str = ""  # where this release's archives are published (release.json "base_url")
 
     @property
     def default_model(self) -> ModelRelease | None:
@@ -95,22 +96,24 @@ def load_dist(folder: Path = DIST_DIR) -> EngineDist:
     wheels = sorted(folder.glob("rsitr-*.whl"))
     if not wheels:
         raise SetupError(f"no engine wheel (rsitr-*.whl) in {folder}")
-    reqs = {d: folder / f"requirements-{d}.txt" for d in (DEVICE_CPU, DEVICE_GPU)}
-    for path in reqs.values():
-        if not path.is_file():
-            raise SetupError(f"missing {path.name} in {folder}")
     release_file = folder / "release.json"
     try:
         release = json.loads(release_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SetupError(f"cannot read {release_file}: {exc}") from None
+    names = release.get("requirements") or {}  # {"cpu": "requirements-engine.txt", "gpu": ...}
+    reqs = {d: folder / str(names.get(d) or f"requirements-{d}.txt") for d in (DEVICE_CPU, DEVICE_GPU)}
+    for path in reqs.values():
+        if not path.is_file():
+            raise SetupError(f"missing {path.name} in {folder}")
     models = [
         ModelRelease(str(m["name"]), str(m["version"]), str(m["file"]), str(m["sha256"]), int(m.get("size") or 0))
         for m in release.get("models", [])
     ]
     engine = release.get("engine") or {}
     version = str(engine.get("version") or wheels[-1].name.split("-")[1])
-    return EngineDist(folder, wheels[-1], reqs, version, models, wheel_requires_python(wheels[-1]))
+    base_url = str(release.get("base_url") or "")
+    return EngineDist(folder, wheels[-1], reqs, version, models, wheel_requires_python(wheels[-1]), base_url)
 
 
 def detect_gpu(timeout: float = 10.0) -> list[str]:

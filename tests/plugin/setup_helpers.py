@@ -66,8 +66,13 @@ def make_dist(folder: Path, model: dict | None = None, version: str = "0.0.1") -
     )
     for flavour in ("cpu", "gpu"):
         make_wheel(wheels / flavour, "rsitr-testdep", "1.0", {"rsitr_testdep.py": f"FLAVOUR = {flavour!r}\n"})
-        (dist / f"requirements-{flavour}.txt").write_text("rsitr-testdep==1.0\n")
-    release = {"engine": {"version": version}, "models": [model] if model else []}
+        name = "requirements-engine.txt" if flavour == "cpu" else "requirements-engine-gpu.txt"
+        (dist / name).write_text("rsitr-testdep==1.0\n")
+    release = {
+        "engine": {"version": version},
+        "requirements": {"cpu": "requirements-engine.txt", "gpu": "requirements-engine-gpu.txt"},
+        "models": [model] if model else [],
+    }
     (dist / "release.json").write_text(json.dumps(release))
     return dist, wheels
 

@@ -168,7 +168,7 @@ def test_failed_rebuild_keeps_the_earlier_venv(installed, world):
     p = plan.build_plan(options(world, engine_dir, device="gpu", flavour="gpu", force=True), dist)
     with pytest.raises(plan.SetupError, match="checksum mismatch"):
         installer.install(p, installer.Hooks(log=logged.append))
-    assert any("requirements-gpu.txt" in line for line in logged)  # the GPU venv really was built (in staging)
+    assert any("requirements-engine-gpu.txt" in line for line in logged)  # the GPU venv really was built (in staging)
     assert snapshot(engine_dir) == before and "test cpu" in engine_version(engine_dir)
 
 

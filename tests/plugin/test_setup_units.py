@@ -95,7 +95,7 @@ def test_plan_commands_sizes_and_summary(tmp_path):
     assert keys == ["venv", "requirements", "engine", "check", "model"]
     staging_py = str(engine_dir / ".staging-x" / "venv" / "bin" / "python")
     req = p.steps[1].argv
-    assert req[0] == staging_py and req[-2:] == ["-r", str(dist_dir / "requirements-cpu.txt")]
+    assert req[0] == staging_py and req[-2:] == ["-r", str(dist_dir / "requirements-engine.txt")]
     assert req[req.index("--find-links") + 1] == str((wheels / "cpu").resolve()) and "--no-index" in req
     assert p.steps[2].argv[-2:] == ["--no-deps", str(dist.wheel)]
     model = p.steps[4].argv
@@ -110,7 +110,7 @@ def test_plan_commands_sizes_and_summary(tmp_path):
         plan.SetupOptions(engine_dir, "py", device="gpu", index_url="https://idx/simple", release_url="http://h/r"),
         dist,
     )
-    assert gpu.steps[1].argv[-1].endswith("requirements-gpu.txt") and "--index-url" in gpu.steps[1].argv
+    assert gpu.steps[1].argv[-1].endswith("requirements-engine-gpu.txt") and "--index-url" in gpu.steps[1].argv
     assert "--no-index" not in gpu.steps[1].argv and "onnxruntime-gpu" in gpu.summary()
     assert gpu.download_mb > p.download_mb + plan.ESTIMATED_MB["gpu"]["download"] - 1
     assert gpu.fingerprint != p.fingerprint  # device and requirements differ: a switch rebuilds the venv
@@ -158,3 +158,20 @@ def test_failure_line_picks_the_telling_line():
     assert installer.failure_line(pip_tail) == "Could not find a version that satisfies the requirement x==1"
     engine_tail = ['{"event": "progress", "done": 1, "total": 2}', "rsitr: checksum mismatch for m.zip"]
     assert installer.failure_line(engine_tail) == "rsitr: checksum mismatch for m.zip"
+
+
+def test_release_url_setting_env_and_release_default(tmp_path, monkeypatch, qgis_app):
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QSettings
+
+    from rsitr_qgis.settings import PROJECT_RELEASE_URL, Settings
+
+    s = Settings(QgsSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    monkeypatch.delenv("RSITR_RELEASE_URL", raising=False)
+    assert s.release_url() == PROJECT_RELEASE_URL
+    assert s.release_url("https://example.org/v1/") == "https://example.org/v1"  # release.json base_url
+    monkeypatch.setenv("RSITR_RELEASE_URL", "http://127.0.0.1:9/mirror/")
+    assert s.release_url("https://example.org/v1/") == "http://127.0.0.1:9/mirror"
+    s.set("release_url", "file:///srv/models")
+    assert s.release_url("https://example.org/v1/") == "file:///srv/models"
+    assert s.engine_dir().parts[-2:] == ("rsitr", "engine")

@@ -23,6 +23,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT
 
 PLUGIN_DIR = PROJECT_ROOT / "rsitr_qgis"
@@ -257,3 +259,90 @@ def test_metadata_declares_qgis_4():
     assert meta["qgisMinimumVersion"] == "3.22"
     assert float(meta["qgisMaximumVersion"]) >= 4.0  # what QGIS 4 and plugins.qgis.org use to decide
     assert meta.get("supportsQt6", "").strip().lower() in ("true", "yes")  # Qt6 builds of QGIS 3.x check this
+
+
+# ---------------------------------------------------------------- the Qt names, resolved against real PyQt6
+
+PYQT6_ENV = "RSITR_PYQT6_PYTHON"
+# qgis.PyQt.QtWidgets on Qt6 re-exports these from QtGui (python/PyQt/PyQt/QtWidgets.py.in in QGIS)
+QGIS_QT6_SHIM = {("QtWidgets", "QAction"): "QtGui", ("QtWidgets", "QShortcut"): "QtGui"}
+
+PYQT6_RESOLVER = r"""
+import importlib, json, sys
+missing = []
+for ref in json.load(sys.stdin):
+    module = importlib.import_module("PyQt6." + ref["module"])
+    obj = getattr(module, ref["names"][0], None)
+    path = ref["module"] + "." + ref["names"][0]
+    if obj is None:
+        missing.append(f"{ref['where']}: PyQt6.{path} does not exist")
+        continue
+    for name in ref["names"][1:]:
+        if not hasattr(obj, name):
+            missing.append(f"{ref['where']}: PyQt6.{path}.{name} does not exist")
+            break
+        obj = getattr(obj, name)
+        path += "." + name
+        if callable(obj) and not isinstance(obj, type):
+            break
+print(json.dumps(missing))
+"""
+
+
+def qt_references(root: Path = PLUGIN_DIR) -> list[dict]:
+    """Every ``qgis.PyQt`` name the plugin imports and every attribute chain used on it, with file:line."""
+    refs: list[dict] = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(PROJECT_ROOT).as_posix()
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+        local: dict[str, tuple[str, str]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qgis.PyQt."):
+                module = node.module.split(".", 2)[2]
+                for alias in node.names:
+                    module_here = QGIS_QT6_SHIM.get((module, alias.name), module)
+                    local[alias.asname or alias.name] = (module_here, alias.name)
+                    refs.append({"where": f"{rel}:{node.lineno}", "module": module_here, "names": [alias.name]})
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or isinstance(parents.get(node), ast.Attribute):
+                continue
+            chain = _chain(node)
+            if chain is None or chain[0] not in local:
+                continue
+            module, name = local[chain[0]]
+            if rel in FALLBACK_FILES and FALLBACK_MARK in lines[node.lineno - 1]:
+                continue  # Qt5-only on purpose (QGIS < 3.38)
+            refs.append({"where": f"{rel}:{node.lineno}", "module": module, "names": [name, *chain[1]]})
+    return refs
+
+
+def test_qt_names_resolve_in_pyqt6(qgis_app):
+    """Every Qt class, enum and member the plugin names exists in PyQt6 (needs a Python with PyQt6)."""
+    import json
+    import os
+    import subprocess
+
+    python = os.environ.get(PYQT6_ENV)
+    if not python:
+        pytest.skip(f"set {PYQT6_ENV} to a Python with PyQt6 (pip install PyQt6 in a scratch venv) for this check")
+
+    def resolve(refs: list[dict]) -> list[str]:
+        out = subprocess.run(
+            [python, "-c", PYQT6_RESOLVER], input=json.dumps(refs), capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+
+    qt5_only = [
+        {"where": "a.py:1", "module": "QtCore", "names": ["Qt", "AlignLeft"]},
+        {"where": "a.py:2", "module": "QtWidgets", "names": ["QAction"]},
+        {"where": "a.py:3", "module": "QtCore", "names": ["Qt", "AlignmentFlag", "AlignLeft"]},
+    ]
+    assert [m.split(":")[1] for m in resolve(qt5_only)] == ["1", "2"]  # the resolver does catch Qt5-only names
+    refs = qt_references()
+    assert len(refs) > 50 and any(r["names"][:2] == ["Qt", "ItemDataRole"] for r in refs)
+    missing = resolve(refs)
+    assert not missing, "Qt names missing in PyQt6:\n" + "\n".join(missing)

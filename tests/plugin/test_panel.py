@@ -147,3 +147,33 @@ def test_index_job_is_a_task_in_the_task_manager_and_cancels_on_the_engine(dock,
     finally:
         plugin_settings.set("tile", old_tile)
         plugin_settings.set("stride", old_stride)
+
+
+def test_panel_in_remote_mode_goes_through_qgis_network(dock, manager, rasters_dir, remote_mode):
+    """Remote mode from the panel: the index task (worker thread) and the search use QGIS's network stack,
+    which every QGIS network request passes (QGIS's network logger sees them)."""
+    from qgis.core import QgsNetworkAccessManager, QgsNetworkRequestParameters
+
+    path = make_rgb_geotiff(rasters_dir / "remote_panel.tif", 512, 256)
+    if manager.add_root_for(str(path)):
+        manager.stop()
+    conn = manager.ensure_running()
+    remote_mode.use(conn.url, conn.token)
+    urls: list[str] = []
+    signal = QgsNetworkAccessManager.instance().requestAboutToBeCreated[QgsNetworkRequestParameters]
+    slot = lambda params: urls.append(params.request().url().toString())  # noqa: E731
+    signal.connect(slot)
+    try:
+        dock.layer_combo.setLayer(add_raster(path, "remote panel"))
+        states = []
+        dock.indexFinished.connect(lambda state, err: states.append((state, err)))
+        dock.index_layer()
+        wait_until(lambda: states, 120, "remote indexing")
+        assert states == [("done", "")], dock.message_label.text()
+        layer, err = run_search(dock, "a river", k=2)
+        assert err == "" and layer is not None and layer.featureCount() == 2
+        wait_until(lambda: any(u.endswith("/search") for u in urls), 10, "the search in QGIS's network log")
+        assert any(u.endswith("/index") for u in urls) and any("/jobs/" in u for u in urls), urls
+        assert all(u.startswith(conn.url) for u in urls), urls
+    finally:
+        signal.disconnect(slot)

@@ -8,6 +8,7 @@ and model settings and starts the engine.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
@@ -265,6 +266,8 @@ class SetupController(QObject):
         except SetupError as exc:
             self._report(None, str(exc))
             return None
+        if sys.platform.startswith("win") and not self.manager.remote():
+            self.manager.stop()  # Windows cannot rename a venv whose python.exe is running; it restarts on demand
         self.task = SetupTask(plan, lambda result, err: self._finished(options, result, err))
         QgsApplication.taskManager().addTask(self.task)
         self._message("Setting up the engine (see the task manager; details in the RSITR log)", Qgis.MessageLevel.Info)

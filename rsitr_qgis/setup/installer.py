@@ -136,8 +136,22 @@ def failure_line(tail: list[str]) -> str:
     return ""
 
 
+def _setup_running_elsewhere(staging: Path) -> bool:
+    """A ``.staging-<pid>`` folder of another live process (a second QGIS setting up the same folder)."""
+    pid = staging.name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    if sys.platform.startswith("win"):
+        return False  # no cheap liveness check without extra packages: treat it as left over
+    try:
+        os.kill(int(pid), 0)
+    except OSError:
+        return False
+    return True
+
+
 def clean_leftovers(engine_dir: Path) -> None:
-    """Undo what an interrupted setup left: restore a venv moved aside, delete staging folders."""
+    """Undo what an interrupted setup left: restore a venv moved aside, delete staging folders of dead setups."""
     if not engine_dir.is_dir():
         return
     venv = engine_dir / "venv"
@@ -145,7 +159,8 @@ def clean_leftovers(engine_dir: Path) -> None:
     if not venv.exists() and olds:
         os.replace(olds[-1], venv)  # interrupted between the two renames of swap_into_place
         olds = olds[:-1]
-    for path in [*olds, *engine_dir.glob(".staging-*")]:
+    stale = [p for p in engine_dir.glob(".staging-*") if not _setup_running_elsewhere(p)]
+    for path in [*olds, *stale]:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -237,3 +237,46 @@ def test_no_engine_offers_setup(tmp_path):
     msg = offer.processing_message("engine exited during start: /usr/bin/python3: No module named engine")
     assert "\n" not in msg and msg.endswith("run Raster > RSITR text search > Set up engine…")
     assert offer.processing_message("not reachable").startswith("RSITR engine unavailable")
+
+
+INTERRUPTED_SETUP = """
+import pickle, sys
+from rsitr_qgis.setup import installer
+plan = pickle.load(open(sys.argv[1], "rb"))
+installer.install(plan, installer.Hooks(log=lambda line: print(line, flush=True)))
+"""
+
+
+def test_interrupted_setup_keeps_the_earlier_engine_and_is_cleaned_up(installed, world, tmp_path):
+    """QGIS killed in the middle of a setup (SIGKILL while the new venv is being built): the earlier engine still
+    works, and the next setup removes the half-built staging folder and succeeds."""
+    import os
+    import pickle
+    import signal
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    engine_dir, _ = installed
+    before = snapshot(engine_dir)
+    p = plan.build_plan(options(world, engine_dir, force=True), world["dist"], staging_name=".staging-999999")
+    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(p))
+    (tmp_path / "run.py").write_text(INTERRUPTED_SETUP)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "plan.pkl")], cwd=str(PROJECT_ROOT),
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+    )  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("RSITR setup: install the engine's dependencies"):
+            break  # the staging venv exists now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    staging = engine_dir / ".staging-999999"
+    assert staging.is_dir() and (staging / "venv").is_dir()  # what the killed setup left
+    time.sleep(3)  # the orphaned pip finishes or dies
+    assert "test cpu" in engine_version(engine_dir)
+    assert {k: v for k, v in snapshot(engine_dir).items() if k != "entries"} == {
+        k: v for k, v in before.items() if k != "entries"
+    }
+    result, error = run_task(plan.build_plan(options(world, engine_dir), world["dist"]))
+    assert error == "" and not staging.exists() and not result.changed  # cleaned up; the engine was up to date

@@ -53,6 +53,7 @@ class SearchDock(QgsDockWidget):
         self.results_layer = None
         self.job_id: str | None = None
         self.index_task: IndexTask | None = None  # the running index job (listed in QGIS's task manager)
+        self._index_starting = False  # Index pressed, waiting for the engine
         self._describe_gen = 0
         self.last_timing: dict = {}
         self._build()
@@ -161,7 +162,7 @@ class SearchDock(QgsDockWidget):
     def _on_layer_changed(self, layer) -> None:
         path, why = raster_source_path(layer)
         self.layer_message.setText("" if path else why)
-        self.index_button.setEnabled(path is not None and self.index_task is None)
+        self.index_button.setEnabled(path is not None and self.index_task is None and not self._index_starting)
 
     def current_raster(self) -> str | None:
         path, why = raster_source_path(self.layer_combo.currentLayer())
@@ -218,7 +219,7 @@ class SearchDock(QgsDockWidget):
     # ------------------------------------------------------------------ indexing
     def index_layer(self) -> None:
         raster = self.current_raster()
-        if raster is None or self.index_task is not None:
+        if raster is None or self.index_task is not None or self._index_starting:
             return
         try:
             request = IndexRequest(
@@ -230,6 +231,7 @@ class SearchDock(QgsDockWidget):
         except EngineError as exc:
             self._index_done("failed", str(exc))
             return
+        self._index_starting = True
         self.index_button.setEnabled(False)
         self.progress.setValue(0)
         self.progress.setFormat("%p%")
@@ -239,6 +241,7 @@ class SearchDock(QgsDockWidget):
             task = IndexTask(conn, request, lambda state, error, job: self._task_done(task, state, error, job))
             task.jobStarted.connect(self._on_job_started)
             task.jobProgress.connect(self._on_job_progress)
+            self._index_starting = False
             self.index_task = task
             self.cancel_button.setEnabled(True)
             QgsApplication.taskManager().addTask(task)
@@ -272,6 +275,7 @@ class SearchDock(QgsDockWidget):
             self.cancel_index()
 
     def _index_done(self, state: str, error: str, job: dict | None = None) -> None:
+        self._index_starting = False
         self.index_task = None
         self.job_id = None
         self.cancel_button.setEnabled(False)

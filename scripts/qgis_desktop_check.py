@@ -76,13 +76,14 @@ def main(argv=None) -> int:
         zip_path = None
         if not args.link:
             sys.path.insert(0, str(ROOT / "scripts"))
-            import build_plugin_zip
+            import build_release
 
-            zip_path = build_plugin_zip.build(work / "rsitr_qgis.zip")
-            problems = build_plugin_zip.validate(zip_path)
-            if problems:
-                print("qgis_desktop_check: bad zip: " + "; ".join(problems), file=sys.stderr)
+            try:  # the release zip exactly as `make plugin` builds it (engine wheel + manifest inside)
+                build_release.build_release(work / "release", None)
+            except SystemExit as exc:
+                print(f"qgis_desktop_check: bad zip: {exc}", file=sys.stderr)
                 return 1
+            zip_path = work / "release" / "rsitr_qgis.zip"
             # an installed plugin does not know the checkout: point it at the engine's interpreter
             settings["interpreter"] = str(ROOT / ".venv" / "bin" / "python")
         make_profile(work / "profiles", settings, mode="link" if args.link else "zip", zip_path=zip_path)

@@ -205,13 +205,11 @@ class SetupDialog(QDialog):
     def refresh(self, error: str = "") -> None:
         """Recompute the plan summary; the Install button is enabled only for a valid plan."""
         cand = next((c for c in self.pythons if c.path == self.python_path()), None)
-        self.python_note.setText(
-            ""
-            if cand is None or cand.usable
-            else f"<span style='color:#b00020'>{cand.why}</span>"
-            if cand
-            else "no suitable Python found: pick one (Browse…)"
-        )
+        note = "" if cand is None or cand.usable else f"<span style='color:#b00020'>{cand.why}</span>"
+        if not self.pythons:
+            note = "No suitable Python found: pick one (Browse…)."
+        self.python_note.setText(note)
+        self.python_note.setVisible(bool(note))
         ok = False
         if error or self.dist is None:
             text = error or "this plugin build carries no engine"

@@ -42,10 +42,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture
+def short_tmp():
+    """A short folder (/tmp/rsitr-e2e-*): its paths appear in the setup dialog screenshot."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="rsitr-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 @pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None, reason="needs qgis + xvfb")
-def test_new_user_installs_engine_in_qgis_and_finds_tiles(tmp_path, shared):
+def test_new_user_installs_engine_in_qgis_and_finds_tiles(short_tmp, shared):
+    tmp_path = short_tmp
     from tests.wheelhouse import engine_wheelhouse
 
     raster = shared / "rasters" / "swellendam_2010_rgb.tif"
@@ -67,7 +78,7 @@ def test_new_user_installs_engine_in_qgis_and_finds_tiles(tmp_path, shared):
     server, url = serve(state)
     try:
         t_install = time.time()  # "Install plugin": the zip is unpacked into the profile
-        profiles = tmp_path / "profiles"
+        profiles = tmp_path / "home" / ".local" / "share" / "QGIS" / "QGIS3"  # QGIS's own layout on Linux
         profile = make_profile(profiles, {"cache_dir": str(tmp_path / "cache")}, mode="zip",
                                zip_path=tmp_path / "rsitr_qgis.zip")  # fmt: skip
         engine_dir = profile / "rsitr" / "engine"
@@ -80,7 +91,7 @@ def test_new_user_installs_engine_in_qgis_and_finds_tiles(tmp_path, shared):
             "result_screenshot": str(tmp_path / "install_result.png"),
         }
         (tmp_path / "config.json").write_text(json.dumps(config))
-        (tmp_path / "home").mkdir()
+        (tmp_path / "home").mkdir(exist_ok=True)
         env = qgis_env(
             {"RSITR_CHECK_CONFIG": str(tmp_path / "config.json"), "HOME": str(tmp_path / "home"),
              "RSITR_RELEASE_URL": url, "PIP_CONFIG_FILE": os.devnull}

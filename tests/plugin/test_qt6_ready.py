@@ -23,8 +23,6 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PROJECT_ROOT
 
 PLUGIN_DIR = PROJECT_ROOT / "rsitr_qgis"
@@ -263,7 +261,6 @@ def test_metadata_declares_qgis_4():
 
 # ---------------------------------------------------------------- the Qt names, resolved against real PyQt6
 
-PYQT6_ENV = "RSITR_PYQT6_PYTHON"
 # qgis.PyQt.QtWidgets on Qt6 re-exports these from QtGui (python/PyQt/PyQt/QtWidgets.py.in in QGIS)
 QGIS_QT6_SHIM = {("QtWidgets", "QAction"): "QtGui", ("QtWidgets", "QShortcut"): "QtGui"}
 
@@ -320,14 +317,13 @@ def qt_references(root: Path = PLUGIN_DIR) -> list[dict]:
 
 
 def test_qt_names_resolve_in_pyqt6(qgis_app):
-    """Every Qt class, enum and member the plugin names exists in PyQt6 (needs a Python with PyQt6)."""
+    """Every Qt class, enum and member the plugin names exists in PyQt6 (a cached scratch venv with PyQt6)."""
     import json
-    import os
     import subprocess
 
-    python = os.environ.get(PYQT6_ENV)
-    if not python:
-        pytest.skip(f"set {PYQT6_ENV} to a Python with PyQt6 (pip install PyQt6 in a scratch venv) for this check")
+    from tests.plugin.pyqt6_env import pyqt6_python
+
+    python = pyqt6_python()
 
     def resolve(refs: list[dict]) -> list[str]:
         out = subprocess.run(

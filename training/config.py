@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
+
+# dotted ``--set`` aliases for flat keys (the README's dataset override ``--set data.json=... data.image_root=...``)
+KEY_ALIASES = {"data.json": "data_json", "data.image_root": "image_root", "data.train_split": "train_split"}
 
 
 @dataclass
@@ -17,6 +22,13 @@ class TrainConfig:
     image_root: str | None = None  # default: <json dir>/images
     train_split: str = "train"
     val_split: str = "val"
+    # validation that looks like test (training/data/splits.py): hold out this many train images with at least
+    # ``val_holdout_min_captions`` distinct captions and at most ``val_holdout_max_shared_rows`` caption rows
+    # shared verbatim with other train images (deterministic by filename hash); they leave the train set and
+    # ``val_split`` is then not used. 0 = validate on ``val_split`` (the 0.1/0.2 recipes).
+    val_holdout_images: int = 0
+    val_holdout_min_captions: int = 3
+    val_holdout_max_shared_rows: int | None = 1
     max_train_pairs: int | None = None
     max_val_images: int | None = None
     noise_rate: float = 0.0
@@ -28,11 +40,21 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     pairs_per_epoch: str = "images"  # images (one random caption per image) | all (every caption row)
+    # images mode: one (a random caption per image per step) | all (every distinct caption of each image of the
+    # batch in the same step, multi-positive InfoNCE: losses.multi_positive_nce)
+    captions_per_image: str = "one"
+    # class-aware batches (training/batching.py): this fraction of each batch comes from ``class_aware_classes``
+    # scene classes (same-scene negatives); 0 = uniform batches
+    class_aware_frac: float = 0.0
+    class_aware_classes: int = 4
     lr_backbone: float = 1e-4
     lr_head: float = 1e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
     feature_aug: bool = True
+    # EMA of the trained weights (0 = off): each epoch val is measured with the live and the EMA weights and the
+    # better of the two is the epoch's candidate for best.pt
+    ema_decay: float = 0.0
     grad_clip: float = 5.0
     fixed_logit_scale: float | None = None
     # scene prior classifier (train split only)
@@ -81,13 +103,18 @@ class TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) if path else {}
         data = data or {}
         for item in overrides or []:
-            key, _, value = item.partition("=")
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
             val = yaml.safe_load(value)
+            key = KEY_ALIASES.get(key, key)
             if key.startswith("model."):
                 data.setdefault("model", {})[key[6:]] = val
             else:
                 data[key] = val
-        return from_dict_strict(cls, data, "config")
+        cfg = from_dict_strict(cls, data, "config")
+        check_types(cfg)
+        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +126,32 @@ def from_dict_strict(cls, d: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what} keys: {sorted(unknown)}")
     return cls(**d)
+
+
+def _type_ok(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def check_types(cfg) -> None:
+    """Raise one clear ``ValueError`` when a field's value does not match its annotation (``epochs=ten``)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if not _type_ok(v, hints[f.name]):
+            raise ValueError(f"config key {f.name}: expected {hints[f.name]}, got {v!r}")
+        if hints[f.name] is float and isinstance(v, int):
+            setattr(cfg, f.name, float(v))
 
 
 def resolve_path(p: str) -> Path:

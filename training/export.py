@@ -74,6 +74,17 @@ def load_checkpoint_model(ckpt_path: str | Path):
     return model, ck
 
 
+def write_tokenizer_json(src: Path, dst: Path, context_length: int, pad_id: int = 0) -> None:
+    """Copy a HF tokenizer.json with the bundle's own truncation and padding (``context_length``), so a consumer
+    that reads only tokenizer.json gets the engine's ids."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(src))
+    tok.enable_truncation(context_length)
+    tok.enable_padding(pad_id=pad_id, pad_token=tok.id_to_token(pad_id) or "[PAD]", length=context_length)
+    tok.save(str(dst))
+
+
 def _export(module: nn.Module, args: tuple, path: Path, in_names: list[str], out_name: str) -> None:
     torch.backends.mha.set_fastpath_enabled(False)
     module.eval()  # the exporter restores the wrapper's mode afterwards, recursively: keep it eval
@@ -150,7 +161,7 @@ def export_bundle(
 
         write_clip_tokenizer_json(out / "tokenizer.json")
     else:
-        shutil.copyfile(minilm_dir() / "tokenizer.json", out / "tokenizer.json")
+        write_tokenizer_json(minilm_dir() / "tokenizer.json", out / "tokenizer.json", L, pad_id=0)
 
     # parity at batch 1 and 7 (never traced at these sizes)
     parity = {}
@@ -216,7 +227,9 @@ def export_bundle(
     }
     st_ = ck.get("state", {})
     if st_.get("best_mr") is not None:
-        meta["metrics"].setdefault("rsicd_aid150_val", {"mr": st_["best_mr"], "epoch": st_.get("best_epoch")})
+        n_hold = ck.get("train_config", {}).get("val_holdout_images", 0)
+        key = f"rsicd_aid150_train_holdout{n_hold}" if n_hold else "rsicd_aid150_val"
+        meta["metrics"].setdefault(key, {"mr": st_["best_mr"], "epoch": st_.get("best_epoch")})
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     log(f"bundle written to {out}")
     return out

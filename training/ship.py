@@ -98,11 +98,15 @@ _FP16_BLOCK = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Di
 
 
 def _convert(src: Path, dst: Path, fname: str, precision: str) -> None:
-    """Write ``dst/fname`` from ``src/fname`` in ``precision``:
+    """Write ``dst/fname`` from ``src/fname`` in ``precision``.
 
-    fp32 (copy) | fp16 (LayerNorm/Softmax/reductions kept fp32) | int8 (dynamic, per-tensor) | int8pc (dynamic,
-    per-channel weights: much closer to fp32 for MiniLM) | fp16-int8lin (convolutions fp16, MatMul/Gemm int8
-    per-channel: the PAE/projection layers).
+    Batch-invariant (weights stored small, all arithmetic fp32, so an embedding never depends on the rest of its
+    batch): fp32 (copy) | fp16w (float weights stored fp16) | int8w (MatMul/Gemm/Conv/Gather weights stored int8
+    with one fp32 scale per output channel / embedding row, the rest fp16w) | fp16w-int8wlin (MatMul/Gemm
+    weights int8w, the rest, convolutions included, fp16w).
+    Not batch-invariant (kept to measure the 0.1/0.2 formats): fp16 (fp16 graph; LayerNorm/Softmax/reductions
+    fp32) | int8 (dynamic, per-tensor) | int8pc (dynamic, per-channel weights) | fp16-int8lin, fp16w-int8lin
+    (MatMul/Gemm dynamic int8: activations quantised with one scale per *batch*).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -110,6 +114,12 @@ def _convert(src: Path, dst: Path, fname: str, precision: str) -> None:
 
     if precision == "fp32":
         shutil.copyfile(src / fname, dst / fname)
+    elif precision in ("fp16w", "int8w", "fp16w-int8wlin"):
+        m = onnx.load(str(src / fname))
+        if precision != "fp16w":
+            ops = ("MatMul", "Gemm") if precision == "fp16w-int8wlin" else ("MatMul", "Gemm", "Conv", "Gather")
+            m = int8_weight_storage(m, ops)
+        onnx.save(fp16_weight_storage(m), str(dst / fname))
     elif precision in ("int8", "int8pc"):
         quantize_dynamic(
             str(src / fname), str(dst / fname), weight_type=QuantType.QInt8, per_channel=precision == "int8pc"
@@ -170,6 +180,60 @@ def fp16_weight_storage(model, min_elems: int = 1024):
     return model
 
 
+def _channel_axis(node, input_index: int) -> int | None:
+    """Output-channel axis of a weight consumed by ``node`` (None: not a per-channel weight input)."""
+    if node.op_type == "MatMul" and input_index == 1:
+        return -1  # [K, N]: one scale per output column
+    if node.op_type == "Gemm" and input_index == 1:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else -1
+    if node.op_type == "Conv" and input_index == 1:
+        return 0  # [O, I, kh, kw]: one scale per output channel
+    if node.op_type == "Gather" and input_index == 0:
+        return 0  # [V, D]: one scale per embedding row
+    return None
+
+
+def int8_weight_storage(model, op_types: tuple[str, ...], min_elems: int = 1024):
+    """Store the float32 weights (>= ``min_elems``) of ``op_types`` as int8 + fp32 scale per output channel,
+    dequantised by ``Cast`` + ``Mul`` constants (folded by ONNX Runtime at load): weight-only quantisation, the
+    activations stay fp32, so the result is batch-invariant (dynamic int8 MatMuls quantise activations with one
+    scale for the whole batch).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    axes: dict[str, set] = {}
+    for node in g.node:
+        for k, name in enumerate(node.input):
+            axes.setdefault(name, set()).add(_channel_axis(node, k) if node.op_type in op_types else None)
+    new_inits, nodes = [], []
+    for init in list(g.initializer):
+        ax = axes.get(init.name, {None})
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elems or len(init.dims) < 2:
+            new_inits.append(init)
+            continue
+        if len(ax) != 1 or None in ax:  # not (only) a per-channel weight of the chosen ops: leave it
+            new_inits.append(init)
+            continue
+        w = numpy_helper.to_array(init).astype(np.float32)
+        axis = next(iter(ax)) % w.ndim
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.abs(w).max(axis=red, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        qn, sn, cn = init.name + "__int8", init.name + "__scale", init.name + "__f32"
+        new_inits += [numpy_helper.from_array(q, qn), numpy_helper.from_array(scale.astype(np.float32), sn)]
+        nodes.append(helper.make_node("Cast", [qn], [cn], to=TensorProto.FLOAT, name=cn))
+        nodes.append(helper.make_node("Mul", [cn, sn], [init.name], name=init.name + "__dequant"))
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    old = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + old)
+    return model
+
+
 def make_mixed_variant(src: Path, dst: Path, image_prec: str, text_prec: str, hash_prec: str = "fp32") -> Path:
     if dst.exists():
         shutil.rmtree(dst)
@@ -187,12 +251,13 @@ def make_mixed_variant(src: Path, dst: Path, image_prec: str, text_prec: str, ha
     return dst
 
 
-# candidates in order of preference (closest to fp32 first); the first under the cap with <= 0.5 mR cost ships
+# candidates in order of preference (closest to fp32 first); the first under the cap with <= 0.5 mR cost ships.
+# All are batch-invariant (weight-only storage formats, fp32 arithmetic): issue 17.
 VARIANTS = (
-    ("fp16", "fp16", "fp16"),
-    ("fp16w-int8lin", "int8pc", "fp16w-int8lin"),
-    ("fp16-int8lin", "int8pc", "fp16"),
-    ("fp16", "int8pc", "fp16"),
+    ("fp16w", "fp16w", "fp16w"),
+    ("fp16w", "int8w", "fp16w"),
+    ("fp16w-int8wlin", "int8w", "fp16w"),
+    ("int8w", "int8w", "fp16w"),
 )
 
 
@@ -246,8 +311,10 @@ def ship(
     meta = json.loads((d / "model.json").read_text())
     metrics = report["variants"][name][split]
     meta["metrics"][f"rsicd_aid150_{split}"] = {
-        k: metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr")
+        k: metrics[k]
+        for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr", "mr_ties_favourable")
     }
+    meta["metrics"][f"rsicd_aid150_{split}"]["protocol"] = "standard"
     meta["metrics"][f"rsicd_aid150_{split}_zero_shot_scene_top1"] = metrics["zero_shot_top1"]
     meta["metrics"]["fp32_reference"] = {
         f"{split}_mr": base["mr"],
@@ -256,7 +323,8 @@ def ship(
     }
     meta["metrics"]["evaluation"] = (
         f"rsicd_aid150 {split} split ({metrics['n_images']} images at 150 px, {metrics['n_captions']} captions), "
-        "engine ONNX path (python -m training.ship eval); R@K in %, mR = mean of the six"
+        "engine ONNX path (python -m training.ship eval); R@K in %, mR = mean of the six; standard protocol (rank "
+        "= position in a stable descending sort, ties by index order; mr_ties_favourable: the 0.1/0.2 protocol)"
     )
     meta["licenses"]["training_data"] = (
         "Trained on RSICD captions + AID images (rsicd_aid150): both are academic datasets of Google Earth imagery "

@@ -24,17 +24,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training import caption_sampling
+from training import batching, caption_sampling
 from training.config import TrainConfig, resolve_path
 from training.data.noise import inject_noise
 from training.data.readers import CaptionRecord, read_dataset
 from training.data.scene_classes import class_index, resolve_scene_classes
+from training.data.splits import holdout_split
 from training.features import d4_augment, embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
 from training.losses import (
     SelfPacedParams,
     affiliation_loss,
     curriculum_triplet,
     hash_contrastive,
+    multi_positive_nce,
     per_pair_nce,
     positive_mask,
     quantization_loss,
@@ -56,9 +58,13 @@ def seed_all(seed: int) -> None:
 
 
 class Split:
-    """Rows of one split grouped by image, with cached trunk features."""
+    """Rows of one split grouped by image, with cached trunk features.
 
-    def __init__(self, rows: list[CaptionRecord], image_root: Path):
+    ``source_rows``: the rows whose files/texts the trunk caches are computed for (default: ``rows``). A holdout
+    validation split and the remaining train split both point at the full train split, so they share its cache.
+    """
+
+    def __init__(self, rows: list[CaptionRecord], image_root: Path, source_rows: list[CaptionRecord] | None = None):
         self.rows = rows
         self.files = list(dict.fromkeys(r.filename for r in rows))
         pos = {f: i for i, f in enumerate(self.files)}
@@ -67,6 +73,34 @@ class Split:
         tpos = {t: i for i, t in enumerate(self.texts)}
         self.row_txt = np.array([tpos[r.caption] for r in rows], dtype=np.int64)
         self.image_root = image_root
+        src = source_rows if source_rows is not None else rows
+        self.source_files = list(dict.fromkeys(r.filename for r in src))
+        self.source_texts = sorted({r.caption for r in src})
+
+    def attach_caches(self, img_cache: dict, txt_cache: dict) -> None:
+        """Select this split's images/texts from caches computed over ``source_files`` / ``source_texts``."""
+        if self.source_files == self.files:
+            self.cache = img_cache
+        else:
+            fpos = {f: i for i, f in enumerate(self.source_files)}
+            idx = torch.tensor([fpos[f] for f in self.files])
+            self.cache = {k: v[idx] for k, v in img_cache.items()}
+        if self.source_texts == self.texts:
+            self.tcache = txt_cache
+        else:
+            tpos = {t: i for i, t in enumerate(self.source_texts)}
+            idx = torch.tensor([tpos[t] for t in self.texts])
+            self.tcache = {k: v[idx] for k, v in txt_cache.items()}
+
+    def distinct_caption_rows(self) -> list[np.ndarray]:
+        """Per image, its caption rows with distinct texts (first row of each text)."""
+        out: list[list[int]] = [[] for _ in self.files]
+        seen: set[tuple[int, int]] = set()
+        for j, (i, t) in enumerate(zip(self.row_img, self.row_txt, strict=True)):
+            if (int(i), int(t)) not in seen:
+                seen.add((int(i), int(t)))
+                out[int(i)].append(j)
+        return [np.array(v, dtype=np.int64) for v in out]
 
 
 def _spread_subset(rows: list[CaptionRecord], n_images: int, max_rows: int | None) -> list[CaptionRecord]:
@@ -84,16 +118,23 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split, list[str], object]:
     path = resolve_path(cfg.data_json)
     root = Path(cfg.image_root) if cfg.image_root else path.parent / "images"
     train = resolve_scene_classes(read_dataset(path, (cfg.train_split,)))
-    val = resolve_scene_classes(read_dataset(path, (cfg.val_split,)))
     if cfg.max_train_pairs:
         train = _spread_subset(train, max(1, cfg.max_train_pairs // 5), cfg.max_train_pairs)
-    if cfg.max_val_images:
-        val = _spread_subset(val, cfg.max_val_images, None)
+    source = None
+    if cfg.val_holdout_images > 0:
+        source = train
+        train, val = holdout_split(
+            train, cfg.val_holdout_images, cfg.val_holdout_min_captions, cfg.val_holdout_max_shared_rows
+        )
+    else:
+        val = resolve_scene_classes(read_dataset(path, (cfg.val_split,)))
+        if cfg.max_val_images:
+            val = _spread_subset(val, cfg.max_val_images, None)
     report = None
     if cfg.noise_rate > 0:
         train, report = inject_noise(train, cfg.noise_rate, cfg.noise_seed)
     classes, _ = class_index(train)
-    return Split(train, root), Split(val, root), classes, report
+    return Split(train, root, source), Split(val, root, source), classes, report
 
 
 def train_scene_classifier(
@@ -199,6 +240,29 @@ def epoch_pairs(train: Split, mode: str, rng: np.random.RandomState) -> np.ndarr
     return rows[rng.permutation(len(rows))]
 
 
+def image_batches(train: Split, cfg: TrainConfig, labels_img: np.ndarray, rng: np.random.RandomState) -> list:
+    """Image indices of each step of one epoch: uniform or class-aware (``class_aware_frac``)."""
+    if cfg.class_aware_frac > 0:
+        return batching.class_aware_batches(
+            labels_img, cfg.batch_size, cfg.class_aware_frac, cfg.class_aware_classes, rng
+        )
+    return batching.uniform_batches(len(train.files), cfg.batch_size, rng)
+
+
+def epoch_row_batches(
+    train: Split, cfg: TrainConfig, labels_img: np.ndarray, rng: np.random.RandomState, distinct_rows: list
+) -> list[np.ndarray]:
+    """Caption rows of each step: every distinct caption of the batch's images (``captions_per_image=all``) or one
+    random caption per image (class-aware ``one``)."""
+    out = []
+    for imgs in image_batches(train, cfg, labels_img, rng):
+        if cfg.captions_per_image == "all":
+            out.append(np.concatenate([distinct_rows[i] for i in imgs]))
+        else:
+            out.append(np.array([rng.choice(distinct_rows[i]) for i in imgs], dtype=np.int64))
+    return out
+
+
 def checkpoint(model, cfg: TrainConfig, classes: list[str], state: dict) -> dict:
     """Checkpoint dict (weights, configs, classes, trainer state); ``last.pt`` adds the optimizer."""
     return {
@@ -246,6 +310,44 @@ def division_epoch_pairs(
     return rows, info
 
 
+class WeightEMA:
+    """Exponential moving average of the trained weights (float parameters that require grad + float buffers of
+    the trained modules), for evaluation; ``swap_in``/``swap_out`` exchange it with the live weights."""
+
+    def __init__(self, model, decay: float):
+        self.decay = decay
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        sd = model.state_dict()
+        self.keys = [k for k in sd if k in trained or (sd[k].is_floating_point() and _is_trained_buffer(k, trained))]
+        self.shadow = {k: sd[k].detach().clone() for k in self.keys}
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        sd = model.state_dict()
+        for k in self.keys:
+            self.shadow[k].lerp_(sd[k].detach().to(self.shadow[k].dtype), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap_in(self, model) -> dict:
+        sd = model.state_dict()
+        raw = {k: sd[k].detach().clone() for k in self.keys}
+        for k in self.keys:
+            sd[k].copy_(self.shadow[k])
+        return raw
+
+    @torch.no_grad()
+    def swap_out(self, model, raw: dict) -> None:
+        sd = model.state_dict()
+        for k in self.keys:
+            sd[k].copy_(raw[k])
+
+
+def _is_trained_buffer(key: str, trained: set[str]) -> bool:
+    """A BatchNorm running statistic whose module has trained parameters."""
+    mod = key.rsplit(".", 1)[0]
+    return key.endswith(("running_mean", "running_var")) and f"{mod}.weight" in trained
+
+
 def train_mode(model) -> None:
     """Train mode for the trained parts; the frozen image trunk and scene-prior encoder stay in eval mode."""
     model.train()
@@ -274,24 +376,42 @@ def batch_loss(
 ) -> tuple[torch.Tensor, dict]:
     img_idx = torch.from_numpy(train.row_img[rows])
     txt_idx = torch.from_numpy(train.row_txt[rows])
-    x = train.cache["img_mid"][img_idx].float()
+    multi = cfg.captions_per_image == "all"
+    if multi:  # each image once; ``own`` maps caption rows to it
+        uimg, own = torch.unique(img_idx, return_inverse=True)
+    else:
+        uimg, own = img_idx, None
+    x = train.cache["img_mid"][uimg].float()
     if cfg.feature_aug:
         x = d4_augment(x)
     x = x.contiguous(memory_format=torch.channels_last)  # ~1.4x faster conv fwd+bwd on CPU
-    img = model.encode_image_cached(x, train.instr_feat[img_idx])
-    m = train.tcache["mask"][txt_idx].long()
+    img_u = model.encode_image_cached(x, train.instr_feat[uimg])
+    utxt, tinv = torch.unique(txt_idx, return_inverse=True)  # verbatim-identical captions encoded once
+    m = train.tcache["mask"][utxt].long()
     L = int(m.sum(1).max())
-    txt = model.encode_text_cached(train.tcache["h_mid"][txt_idx, :L].float(), m[:, :L])
+    txt = model.encode_text_cached(train.tcache["h_mid"][utxt, :L].float(), m[:, :L])[tinv]
     if cfg.fixed_logit_scale:
         scale = torch.tensor(float(cfg.fixed_logit_scale))
     else:
         scale = model.logit_scale.exp()
-    pos = positive_mask(img_idx, txt_idx)
-    l_i2t, l_t2i, sim = per_pair_nce(img, txt, scale, pos)
+    pos = positive_mask(img_idx, txt_idx)  # [rows, rows]: same image or identical caption
+    if multi:
+        has = torch.zeros(len(uimg), len(utxt), dtype=torch.bool)
+        has[own, tinv] = True
+        pos_it = has[:, tinv]  # [images, rows]: own captions and identical captions of other images
+        l_i2t, l_t2i, sim = multi_positive_nce(img_u, txt, own, pos_it, scale)
+        n_neg = (~pos_it).sum(1).float().mean()
+        eff_batch = max(2, round(math.sqrt(len(uimg) * (float(n_neg) + 1))))  # chance = ln B + ln(1 + negatives)
+        img = img_u[own]
+    else:
+        pos_it = pos
+        l_i2t, l_t2i, sim = per_pair_nce(img_u, txt, scale, pos)
+        eff_batch = len(rows)
+        img = img_u
     per = l_i2t + l_t2i
-    g1, g2 = thresholds(sp, len(rows), 2, quantiles)
+    g1, g2 = thresholds(sp, eff_batch, 2, quantiles)
     robust = cfg.loss == "robust" and epoch >= cfg.sp_warmup_epochs
-    sp_loss, info = self_paced_loss(per, sim, pos, g1, g2, sp)
+    sp_loss, info = self_paced_loss(per, sim, pos_it, g1, g2, sp, own)
     parts = {}
     if robust:
         parts["main"] = sp_loss
@@ -309,7 +429,7 @@ def batch_loss(
         beta = cfg.curriculum_beta
         if cfg.curriculum_schedule == "linear":  # easy-to-hard schedule: hard triplets regain weight over time
             beta *= max(0.0, 1.0 - epoch / max(1, cfg.epochs - 1))
-        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(sim, pos, cfg.curriculum_margin, beta)
+        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(img @ txt.t(), pos, cfg.curriculum_margin, beta)
     if model.hash_image is not None and cfg.hash_weight > 0:
         hi, ht = model.hash_image(img.detach()), model.hash_text(txt.detach())
         parts["hash"] = cfg.hash_weight * hash_contrastive(hi, ht, pos, weights) + cfg.hash_quant_weight * (
@@ -384,6 +504,13 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         raise ValueError(f"warmup_division_at must be in [0, 1), got {cfg.warmup_division_at}")
     if cfg.caption_sampling != "uniform" and cfg.pairs_per_epoch != "images":
         raise ValueError(f"caption_sampling={cfg.caption_sampling} needs pairs_per_epoch=images")
+    if cfg.captions_per_image not in ("one", "all"):
+        raise ValueError(f"captions_per_image must be 'one' or 'all', got {cfg.captions_per_image!r}")
+    batched = cfg.captions_per_image == "all" or cfg.class_aware_frac > 0
+    if batched and (cfg.pairs_per_epoch != "images" or cfg.caption_sampling != "uniform"):
+        raise ValueError("captions_per_image=all / class-aware batches need pairs_per_epoch=images, uniform sampling")
+    if not 0 <= cfg.class_aware_frac <= 1:
+        raise ValueError(f"class_aware_frac must be in [0, 1], got {cfg.class_aware_frac}")
     torch.set_num_threads(cfg.num_threads)
     seed_all(cfg.seed)
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -407,9 +534,16 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
     t0 = time.time()
     tok = load_tokenizer(minilm_dir() / "tokenizer.json", model.cfg.context_length)
+    computed: dict[tuple, tuple[dict, dict]] = {}  # a holdout val shares the train split's caches
     for s, nm in ((train, "train"), (val, "val")):
-        s.cache = image_trunk_cache(model, s.image_root, s.files, cache_dir, desc=f"{nm} image cache")
-        s.tcache = text_trunk_cache(model, tok, s.texts, cache_dir, desc=f"{nm} text cache")
+        key = (tuple(s.source_files), tuple(s.source_texts))
+        if key not in computed:
+            computed[key] = (
+                image_trunk_cache(model, s.image_root, s.source_files, cache_dir, desc=f"{nm} image cache"),
+                text_trunk_cache(model, tok, s.source_texts, cache_dir, desc=f"{nm} text cache"),
+            )
+        s.attach_caches(*computed[key])
+    del computed
     log(f"feature caches ready in {time.time() - t0:.0f}s")
 
     labels_img = torch.full((len(train.files),), -1, dtype=torch.long)
@@ -417,6 +551,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     for r, im in zip(train.rows, train.row_img, strict=True):
         labels_img[im] = cpos[r.scene_class]
     labels_row = labels_img[torch.from_numpy(train.row_img)]
+    distinct_rows = train.distinct_caption_rows()
 
     ckpt_last = run_dir / "last.pt"
     state = {"epoch": 0, "best_mr": -1.0, "history": [], "scene": None, "quantiles": None}
@@ -436,6 +571,9 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         save_atomic(checkpoint(model, cfg, classes, state), ckpt_last)
     for s in (train, val):
         s.instr_feat = instruction_features(model, s.cache["instr_mid"])
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and resume and ckpt_last.exists() and "ema" in ck:
+        ema.shadow = ck["ema"]
 
     model.image_top.to(memory_format=torch.channels_last)
     steps_per_epoch = max(
@@ -462,10 +600,12 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         elif cfg.caption_sampling == "oracle":  # analysis only: the injected noise's ground truth
             truth = np.where(corrupted, caption_sampling.NOISY, caption_sampling.CLEAN)
             rows_all = caption_sampling.sample_rows(train.row_img, truth, corrupted.astype(np.float32), rng)
+        elif batched:
+            row_batches = epoch_row_batches(train, cfg, labels_img.numpy(), rng, distinct_rows)
         else:
             rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
         train_mode(model)
-        nb = max(1, len(rows_all) // cfg.batch_size)
+        nb = len(row_batches) if batched else max(1, len(rows_all) // cfg.batch_size)
         sums: dict[str, float] = {}
         seen, pl, grp, wts = [], [], [], []
         bar = tqdm(range(nb), desc=f"epoch {ep + 1}/{cfg.epochs}", mininterval=10, file=sys.stderr)
@@ -477,7 +617,10 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
                 rows_all = caption_sampling.redraw_tail(rows_all, b * cfg.batch_size, drawn, train.row_img)
                 log(f"epoch {ep + 1}, batch {b}: warm-up division {json.dumps(full_div)}")
                 train_mode(model)  # the division pass left the model in eval mode
-            rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
+            if batched:
+                rows = row_batches[b]
+            else:
+                rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
             loss, st = batch_loss(model, cfg, sp, train, rows, ep, labels_row, state["quantiles"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -487,6 +630,8 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, LOG_SCALE_MAX)
+            if ema is not None:
+                ema.update(model)
             for k in ("main", "aff", "unif", "curr", "hash"):
                 if k in st:
                     sums[k] = sums.get(k, 0.0) + st[k]
@@ -499,6 +644,14 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         state["quantiles"] = (float(np.quantile(pl_a, cfg.q1)), float(np.quantile(pl_a, cfg.q2)))
         train_s = time.time() - t0
         vm = evaluate_split(model, val)
+        use_ema = False
+        if ema is not None:  # evaluate the EMA weights too; the better one on val is this epoch's candidate
+            raw = ema.swap_in(model)
+            vm_ema = evaluate_split(model, val)
+            use_ema = vm_ema["mr"] > vm["mr"]
+            if not use_ema:
+                ema.swap_out(model, raw)
+            vm = {**(vm_ema if use_ema else vm), "mr_raw": vm["mr"], "mr_ema": vm_ema["mr"]}
         rec = {
             "epoch": ep + 1,
             "train_seconds": round(train_s, 1),
@@ -527,12 +680,17 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         log(f"epoch {ep + 1}: val mR {vm['mr']:.2f} ({json.dumps(vm)}), train {train_s:.0f}s")
-        ck = checkpoint(model, cfg, classes, state)
-        ck["optimizer"] = {"opt": opt.state_dict(), "sched": sched.state_dict()}
         if vm["mr"] > state["best_mr"]:
             state["best_mr"] = vm["mr"]
             state["best_epoch"] = ep + 1
-            save_atomic({k: v for k, v in ck.items() if k != "optimizer"}, run_dir / "best.pt")
+            state["best_weights"] = "ema" if use_ema else "raw"
+            save_atomic(checkpoint(model, cfg, classes, state), run_dir / "best.pt")  # the weights just evaluated
+        if use_ema:
+            ema.swap_out(model, raw)
+        ck = checkpoint(model, cfg, classes, state)
+        ck["optimizer"] = {"opt": opt.state_dict(), "sched": sched.state_dict()}
+        if ema is not None:
+            ck["ema"] = ema.shadow
         save_atomic(ck, ckpt_last)
         plot_run(run_dir, state["history"], last_weights)
     summary = {
@@ -556,10 +714,14 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/last.pt")
     args = ap.parse_args(argv)
-    cfg = TrainConfig.load(args.config, args.set)
+    try:
+        cfg = TrainConfig.load(args.config, [kv for group in args.set for kv in group])
+    except (ValueError, OSError) as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     run(cfg, resume=args.resume)
     return 0
 

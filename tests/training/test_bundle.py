@@ -127,3 +127,45 @@ def test_caption_bank(smoke_bundle, tmp_path):
     z = np.load(p)
     assert len(z["texts"]) == 50 and z["embeddings"].shape == (50, int(z["embed_dim"]))
     assert z["embeddings"].dtype == np.float16
+
+
+def test_tokenizer_json_carries_context_length(smoke_bundle):
+    """A consumer that reads only tokenizer.json gets the engine's ids: truncation and padding to context_length."""
+    from tokenizers import Tokenizer
+
+    meta = json.loads((smoke_bundle / "model.json").read_text())
+    tok = Tokenizer.from_file(str(smoke_bundle / "tokenizer.json"))
+    L = meta["context_length"]
+    short, long = tok.encode("a runway"), tok.encode("many green trees " * 40)
+    assert len(short.ids) == len(long.ids) == L
+    assert short.ids[-1] == meta["pad_token_id"] and short.attention_mask[-1] == 0
+
+
+def _alone_vs_batch(enc, rng) -> tuple[float, float]:
+    tiles = [rng.integers(0, 255, (150, 150, 3), dtype=np.uint8) for _ in range(64)]
+    texts = [f"{n} storage tanks next to a road and {64 - n} green trees" for n in range(64)]
+    img_d = np.abs(enc.encode_images(tiles[:1]) - enc.encode_images(tiles, batch=64)[:1]).max()
+    txt_d = np.abs(enc.encode_texts(texts[:1]) - enc.encode_texts(texts, batch=64)[:1]).max()
+    return float(img_d), float(txt_d)
+
+
+@pytest.mark.parametrize("image_prec,text_prec", [("fp16w", "int8w"), ("fp16w-int8wlin", "int8w")])
+def test_compact_variants_are_batch_invariant(smoke_bundle, tmp_path, image_prec, text_prec):
+    """The shipped compact formats store weights small but compute in fp32: one tile and one text embedded alone
+    and inside a batch of 64 agree to 1e-4 (dynamic int8, the 0.2 format, does not), and stay close to fp32."""
+    from training.bundle_runtime import BundleEncoder
+    from training.ship import make_mixed_variant
+
+    d = make_mixed_variant(smoke_bundle, tmp_path / "v", image_prec, text_prec, "fp16w")
+    enc = BundleEncoder(d)
+    img_d, txt_d = _alone_vs_batch(enc, np.random.default_rng(0))
+    assert img_d < 1e-4 and txt_d < 1e-4, (img_d, txt_d)
+    ref = BundleEncoder(smoke_bundle)
+    rng = np.random.default_rng(1)
+    tiles = [rng.integers(0, 255, (150, 150, 3), dtype=np.uint8) for _ in range(8)]
+    texts = ["a runway with planes", "many green trees around a pond", "dense residential buildings"]
+    cos_i = (enc.encode_images(tiles) * ref.encode_images(tiles)).sum(1)
+    cos_t = (enc.encode_texts(texts) * ref.encode_texts(texts)).sum(1)
+    assert cos_i.min() > 0.995 and cos_t.min() > 0.99, (cos_i.min(), cos_t.min())
+    dyn = make_mixed_variant(smoke_bundle, tmp_path / "dyn", "fp16w-int8lin", "int8pc", "fp32")
+    assert max(_alone_vs_batch(BundleEncoder(dyn), np.random.default_rng(0))) > 1e-4  # the defect it replaces

@@ -135,3 +135,38 @@ def test_quantization_and_hash_contrastive():
     assert float(hash_contrastive(h, h, temperature=0.5)) == pytest.approx(want, abs=1e-6)
     w = torch.tensor([1.0, 0.0])
     assert float(hash_contrastive(h, h, weights=w, temperature=0.5)) == pytest.approx(want, abs=1e-6)
+
+
+def test_multi_positive_nce_hand_values():
+    """Two images, three captions (image 0 owns captions 0 and 1): each positive competes only with negatives."""
+    import math
+
+    from training.losses import multi_positive_nce
+
+    img = torch.eye(2)
+    txt = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    own = torch.tensor([0, 0, 1])
+    pos = torch.tensor([[True, True, False], [False, False, True]])
+    l_i2t, l_t2i, sim = multi_positive_nce(img, txt, own, pos, 1.0)
+    assert sim.shape == (2, 3)
+    # caption 1 of image 0: s=0.6 against image 0's only negative (caption 2, s=0)
+    assert float(l_i2t[1]) == pytest.approx(math.log(1 + math.exp(0.0 - 0.6)), abs=1e-6)
+    # caption 1 -> images: s=0.6 against image 1 (s=0.8)
+    assert float(l_t2i[1]) == pytest.approx(math.log(1 + math.exp(0.8 - 0.6)), abs=1e-6)
+    # image 1's caption 2: negatives are captions 0 and 1 (s = 0, 0.8)
+    want = -math.log(math.exp(1) / (math.exp(1) + math.exp(0) + math.exp(0.8)))
+    assert float(l_i2t[2]) == pytest.approx(want, abs=1e-6)
+    # one caption per image: same as the diagonal per-pair InfoNCE
+    from training.losses import per_pair_nce
+
+    e = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    a = multi_positive_nce(e, t, torch.arange(5), torch.eye(5, dtype=torch.bool), 3.0)
+    b = per_pair_nce(e, t, 3.0)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_robust_triplet_own_matches_diagonal():
+    sim = torch.tensor([[0.9, 0.2, 0.4], [0.1, 0.8, 0.3], [0.5, 0.0, 0.7]])
+    pos = torch.eye(3, dtype=torch.bool)
+    assert torch.allclose(robust_triplet(sim, pos), robust_triplet(sim, pos, own=torch.arange(3)))

@@ -107,3 +107,69 @@ def test_warmup_division_redraws_the_rest_of_the_warmup_epoch(tmp_path, shared):
     assert fd["at_batch"] == 2 and fd["clean"] + fd["ambiguous"] + fd["noisy"] == 60
     with pytest.raises(ValueError, match="warmup_division_at"):
         run(TrainConfig.load(SMOKE, [*sets, "warmup_division_at=1.5"]))
+
+
+def test_set_is_type_checked_and_accepts_dataset_aliases():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig.load(SMOKE, ["epochs=ten"])
+    with pytest.raises(ValueError, match="export"):
+        TrainConfig.load(SMOKE, ["export=maybe"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        TrainConfig.load(SMOKE, ["epochs"])
+    cfg = TrainConfig.load(SMOKE, ["data.json=/data/x.json", "data.image_root=/data/img", "lr_head=1", "seed=3"])
+    assert cfg.data_json == "/data/x.json" and cfg.image_root == "/data/img"
+    assert cfg.lr_head == 1.0 and isinstance(cfg.lr_head, float) and cfg.seed == 3
+
+
+def test_cli_bad_set_is_one_line_exit_2(capsys):
+    from training.train import main
+
+    assert main(["--config", str(SMOKE), "--set", "epochs=ten"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epochs" in err[0]
+
+
+def test_all_captions_class_aware_holdout_run(tmp_path, shared):
+    """Every distinct caption of each batch image in the step, class-aware batches, holdout validation: trains,
+    validates on train images that left the train set, and the step really holds several captions per image."""
+    from training.train import Split, epoch_row_batches, load_splits, run
+
+    over = [
+        f"out_dir={tmp_path}",
+        "cache_dir=null",
+        "export=false",
+        "name=multi",
+        "max_train_pairs=150",
+        "val_holdout_images=4",
+        "model.image_size=32",
+        "model.hash_bits=16",
+        "pairs_per_epoch=images",
+        "captions_per_image=all",
+        "class_aware_frac=0.5",
+        "class_aware_classes=2",
+        "batch_size=8",
+        "epochs=2",
+        "scene_epochs=1",
+        "ema_decay=0.9",
+    ]
+    cfg = TrainConfig.load(SMOKE, over)
+    train, val, _, _ = load_splits(cfg)
+    assert len(val.files) == 4 and not set(val.files) & set(train.files)
+    assert isinstance(train, Split) and train.source_files == val.source_files
+    import numpy as np
+
+    labels = np.array([hash(r.scene_class) % 7 for r in train.rows])[np.unique(train.row_img, return_index=True)[1]]
+    batches = epoch_row_batches(train, cfg, labels, np.random.RandomState(0), train.distinct_caption_rows())
+    rows = np.concatenate(batches)
+    assert len(rows) > len(batches) * cfg.batch_size  # more than one caption per image per step
+    assert len(set(zip(train.row_img[rows], train.row_txt[rows], strict=True))) == len(rows)  # distinct texts
+    run_dir = run(cfg)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and lines[0]["loss_main"] > 0
+    assert {"val_mr_ties_favourable", "val_mr_raw", "val_mr_ema"} <= set(lines[1])
+    assert all(x["val_mr"] == max(x["val_mr_raw"], x["val_mr_ema"]) for x in lines)
+    import torch
+
+    best = torch.load(run_dir / "best.pt", weights_only=False)
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    assert best["state"]["best_weights"] in ("raw", "ema") and "ema" in last

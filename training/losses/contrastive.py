@@ -45,6 +45,30 @@ def per_pair_nce(
     return l_i2t, l_t2i, sim
 
 
+def multi_positive_nce(
+    img: torch.Tensor, txt: torch.Tensor, own: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-positive InfoNCE when a step holds every distinct caption of each of its images.
+
+    ``img`` [B,D] (each image once), ``txt`` [N,D] (N caption rows), ``own`` [N] the row of each caption's image
+    in ``img``, ``pos`` [B,N] positives (own captions and verbatim-identical captions of other images). Per
+    caption row j of image i: ``l_i2t = -log e^{s_ij} / (e^{s_ij} + sum_neg(i) e^{s_in})`` (each positive
+    against the image's negatives only, so the other captions of the image neither compete nor count as
+    negatives) and ``l_t2i`` likewise over images. Returns (l_i2t [N], l_t2i [N], cosine [B,N]); the mean of
+    ``l_i2t`` over an image's rows is the multi-positive loss of that image.
+    """
+    sim = img @ txt.t()
+    logits = scale * sim
+    neg_inf = torch.finfo(logits.dtype).min
+    rows = torch.arange(len(own), device=own.device)
+    s_pos = logits[own, rows]  # [N]
+    neg_i = torch.logsumexp(logits.masked_fill(pos, neg_inf), dim=1)  # [B] over each image's negative captions
+    neg_t = torch.logsumexp(logits.masked_fill(pos, neg_inf), dim=0)  # [N] over each caption's negative images
+    l_i2t = F.softplus(neg_i[own] - s_pos)
+    l_t2i = F.softplus(neg_t - s_pos)
+    return l_i2t, l_t2i, sim
+
+
 def info_nce(
     img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float, pos: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -64,8 +64,11 @@ def sp_regulariser(v: torch.Tensor, g: float) -> torch.Tensor:
     return -(2 * g / math.pi) * (v * torch.arccos(v) - torch.sqrt(1 - v * v))
 
 
-def robust_triplet(sim: torch.Tensor, pos: torch.Tensor, sigma0: float = 0.6) -> torch.Tensor:
-    """Per-pair robust soft triplet [B] on cosine matrix ``sim`` (rows images, cols texts).
+def robust_triplet(
+    sim: torch.Tensor, pos: torch.Tensor, sigma0: float = 0.6, own: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pair robust soft triplet on cosine matrix ``sim`` (rows images, cols texts): [B], or [N] per caption
+    column when ``own`` [N] gives each caption's image row (a step with several captions per image).
 
     Hardest negatives exclude all positives; margin ``s0*(1 + relu(n - S_ii))`` per direction.
     """
@@ -73,17 +76,27 @@ def robust_triplet(sim: torch.Tensor, pos: torch.Tensor, sigma0: float = 0.6) ->
     masked = sim.masked_fill(pos, neg_inf)
     n_t = masked.max(dim=1).values  # hardest caption for each image
     n_v = masked.max(dim=0).values  # hardest image for each caption
-    p = sim.diagonal()
+    if own is None:
+        p = sim.diagonal()
+    else:
+        p = sim[own, torch.arange(len(own), device=own.device)]
+        n_t = n_t[own]
     s_t = sigma0 * (1 + torch.relu(n_t - p).detach())
     s_v = sigma0 * (1 + torch.relu(n_v - p).detach())
     return torch.relu(s_t - p + n_t) + torch.relu(s_v - p + n_v)
 
 
 def self_paced_loss(
-    per_pair: torch.Tensor, sim: torch.Tensor, pos: torch.Tensor, g1: float, g2: float, p: SelfPacedParams
+    per_pair: torch.Tensor,
+    sim: torch.Tensor,
+    pos: torch.Tensor,
+    g1: float,
+    g2: float,
+    p: SelfPacedParams,
+    own: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """RRSITR loss (mean over the batch) and per-pair info: ``group`` (0 clean, 1 ambiguous, 2 noisy),
-    ``weight``.
+    ``weight``. ``own``: see :func:`robust_triplet`.
     """
     lp = per_pair
     clean = lp.detach() < g1
@@ -93,7 +106,7 @@ def self_paced_loss(
     v2 = sp_weight(lp, g2)
     term_clean = v1 * lp + sp_regulariser(v1, g1)
     term_amb = p.lambda1 * (v2 * lp + sp_regulariser(v2, g2))
-    term_noisy = p.lambda2 * robust_triplet(sim, pos, p.sigma0)
+    term_noisy = p.lambda2 * robust_triplet(sim, pos, p.sigma0, own)
     zero = torch.zeros_like(lp)
     total = (
         torch.where(clean, term_clean, zero) + torch.where(amb, term_amb, zero) + torch.where(noisy, term_noisy, zero)

@@ -590,6 +590,9 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     metrics_path = run_dir / "metrics.jsonl"
     last_weights = None
     rng = np.random.RandomState(cfg.seed + 1000 * state["epoch"])
+    # torch's stream (augmentation, dropout) restarts here too, so a run resumed from the epoch-0 checkpoint
+    # (training.sweep --scene-from, or a reused scene prior) trains like one that built its scene prior itself
+    torch.manual_seed(cfg.seed + 1000 * state["epoch"] + 1)
     while state["epoch"] < cfg.epochs:
         ep = state["epoch"]
         t0 = time.time()

@@ -50,7 +50,7 @@ def evaluate_bundle(
 def evaluate_checkpoint(
     ckpt: str | Path, data: str | Path, split: str = "test", image_root=None, max_images: int | None = None
 ) -> dict[str, float]:
-    from training.export import load_checkpoint_model
+    from training.checkpoints import load_checkpoint_model
     from training.features import load_images, load_tokenizer, tokenize
     from training.models.minilm import minilm_dir
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.checkpoints import load_checkpoint_model
 from training.models import build_model
 from training.models.minilm import minilm_dir
 
@@ -61,17 +62,6 @@ class _ClipText(nn.Module):
 
 def _is_clip(model) -> bool:
     return getattr(model.cfg, "architecture", "") == "PIR-ViT-B-32"
-
-
-def load_checkpoint_model(ckpt_path: str | Path):
-    # our own train.py checkpoint: trusted, so full unpickling is allowed
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # nosec B614
-    cfg = dict(ck["model_config"])
-    cfg["pretrained"] = False  # weights come from the checkpoint
-    model = build_model(cfg)
-    model.load_state_dict(ck["state_dict"])
-    model.eval()
-    return model, ck
 
 
 def write_tokenizer_json(src: Path, dst: Path, context_length: int, pad_id: int = 0) -> None:

@@ -66,8 +66,9 @@ def row_overrides(row: str, epochs: int, extra: list[str], tag: str = "") -> tup
 
 def write_seed(cfg: TrainConfig, scene_ckpt: Path, run_dir: Path) -> None:
     """Fresh model (seed cfg.seed) + the scene classifier of ``scene_ckpt`` as an epoch-0 ``last.pt``."""
+    from training.checkpoints import checkpoint, save_atomic
     from training.models import build_model, load_model_config
-    from training.train import checkpoint, load_splits, save_atomic, seed_all
+    from training.train import load_splits, seed_all
 
     seed_all(cfg.seed)
     _, _, classes, _ = load_splits(cfg)
@@ -95,8 +96,8 @@ def write_seed(cfg: TrainConfig, scene_ckpt: Path, run_dir: Path) -> None:
 @torch.no_grad()
 def test_metrics_cached(ckpt: Path, cache_dir: str = "runs/cache", split: str = "test") -> dict:
     """Retrieval metrics of a checkpoint on ``split`` from the frozen-trunk caches (computed once)."""
+    from training.checkpoints import load_checkpoint_model
     from training.data.readers import read_dataset
-    from training.export import load_checkpoint_model
     from training.features import embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
     from training.metrics import retrieval_metrics
     from training.models.minilm import minilm_dir

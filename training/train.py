@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from training import batching, caption_sampling
+from training.checkpoints import checkpoint, save_atomic
 from training.config import TrainConfig, resolve_path
 from training.data.noise import inject_noise
 from training.data.readers import CaptionRecord, read_dataset
@@ -261,24 +262,6 @@ def epoch_row_batches(
         else:
             out.append(np.array([rng.choice(distinct_rows[i]) for i in imgs], dtype=np.int64))
     return out
-
-
-def checkpoint(model, cfg: TrainConfig, classes: list[str], state: dict) -> dict:
-    """Checkpoint dict (weights, configs, classes, trainer state); ``last.pt`` adds the optimizer."""
-    return {
-        "state_dict": model.state_dict(),
-        "model_config": model.cfg.to_dict(),
-        "train_config": cfg.to_dict(),
-        "classes": classes,
-        "state": state,
-    }
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save through a temporary file, so an interrupted save never leaves a truncated checkpoint."""
-    tmp = path.with_name("tmp_" + path.name)
-    torch.save(obj, tmp)
-    tmp.rename(path)
 
 
 def division_epoch_pairs(

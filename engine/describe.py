@@ -224,7 +224,8 @@ def compose_descriptions(
     class_probability: np.ndarray | None = None,
 ) -> list[dict]:
     """Scene phrases of classes with at least ``min_class_probability`` (``class_probability``: per phrase), ranked
-    by cosine; the best few with an attribute when it clears the margin; picked by MMR (fewer when few qualify)."""
+    by cosine; the best few with an attribute when it clears the margin; picked by MMR (fewer when few qualify) and
+    listed best first."""
     phrases = vocab.scene_phrases
     pemb = embed(phrases)
     rel = pemb @ emb
@@ -238,8 +239,8 @@ def compose_descriptions(
             if ap is not None and ap.score - rel[i] >= params.attribute_margin:
                 texts[i], embs[i], scores[i] = ap.text, ap.embedding, ap.score
     idx = np.flatnonzero(allowed)
-    order = idx[select_diverse(scores[idx], embs[idx], top, params.mmr_lambda, params.max_text_cosine)]
-    return [{"text": texts[i], "score": round(float(scores[i]), 6)} for i in order]
+    chosen = idx[select_diverse(scores[idx], embs[idx], top, params.mmr_lambda, params.max_text_cosine)]
+    return [{"text": texts[i], "score": round(float(scores[i]), 6)} for i in sorted(chosen, key=lambda i: -scores[i])]
 
 
 def nearest_captions(emb: np.ndarray, bank: CaptionBank | None, top: int, params: DescribeParams) -> list[dict]:
@@ -248,8 +249,8 @@ def nearest_captions(emb: np.ndarray, bank: CaptionBank | None, top: int, params
         return []
     s = bank.embeddings @ emb
     pool = np.argsort(-s)[: max(50, 10 * top)]
-    order = select_diverse(s[pool], bank.embeddings[pool], top, params.mmr_lambda, params.max_text_cosine)
-    return [{"text": bank.texts[pool[i]], "score": round(float(s[pool[i]]), 6)} for i in order]
+    chosen = pool[select_diverse(s[pool], bank.embeddings[pool], top, params.mmr_lambda, params.max_text_cosine)]
+    return [{"text": bank.texts[i], "score": round(float(s[i]), 6)} for i in sorted(chosen, key=lambda i: -s[i])]
 
 
 def describe_embedding(

@@ -103,7 +103,7 @@ class DescribePopup(QDialog):
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         box.rejected.connect(self.close)
         lay.addWidget(box)
-        self.resize(380, 320)
+        self.resize(420, 400)
 
 
 class DescribeController:

@@ -147,14 +147,28 @@ def run():
     plugin.describe.describe_at(tr.transform(center))
     wait(lambda: plugin.describe.last is not None or plugin.describe.last_error, 60, "describe")
     described = plugin.describe.last or {}
+    shown_sum = sum(c["probability"] for c in described.get("classes", [])) + described.get("other", 0.0)
+    popup_text = plugin.describe.popup.browser.toPlainText() if plugin.describe.popup is not None else ""
     step(
         "described",
         tile_id=described.get("tile_id"),
+        scene=described.get("scene"),
+        uncertain=described.get("uncertain"),
         classes=described.get("classes", [])[:3],
+        other=described.get("other"),
+        shown_plus_other=round(shown_sum, 6),
+        descriptions=[d["text"] for d in described.get("descriptions", [])],
         error=plugin.describe.last_error,
     )
     assert described.get("tile_id") == best["tile_id"], (described.get("tile_id"), best["tile_id"])
+    assert abs(shown_sum - 1.0) < 1e-6 and "other" in popup_text and "Scene: " in popup_text, popup_text
     if plugin.describe.popup is not None:
+        popup_png = os.environ.get("RSITR_DESCRIBE_SCREENSHOT") or os.path.join(
+            os.path.dirname(CONFIG["screenshot"]), "describe_popup.png"
+        )
+        wait(lambda: plugin.describe.popup.isVisible(), 10, "describe popup")
+        plugin.describe.popup.grab().save(popup_png, "PNG")
+        step("describe popup screenshot", path=popup_png)
         plugin.describe.popup.close()
 
     # the results list gets short descriptions in the background, shortly after the tiles are drawn

@@ -248,6 +248,8 @@ def calibrate(ce: CachedEncoder, data: str | Path = DEFAULT_DATA, split: str = "
     """The ``calibration`` block for ``model.json``, fitted on ``split`` (val)."""
     if split == "test":
         raise SystemExit("error: calibration is fitted on val, never on test")
+    if ce.bundle.class_embeddings is None:
+        raise SystemExit(f"error: {ce.bundle.path} has no scene_classes.json / scene_class_embeddings.npy to calibrate")
     sd, emb = ce.embed_split(data, split)
     scale = ce.bundle.meta.logit_scale
     sims = emb @ ce.bundle.class_embeddings.T

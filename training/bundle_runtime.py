@@ -1,9 +1,9 @@
 """ONNX Runtime path for a model bundle (docs/contracts.md §1), used to evaluate shipped artefacts.
 
 Uses the engine's loader and encoder (``engine.bundle``, ``engine.encoder``, ``engine.preprocess``) so the
-evaluation measures exactly what the engine serves; with ``use_engine=False`` this module follows the
-contract itself: Pillow bicubic resize to S, /255, mean/std, CHW; tokenizer padded/truncated to
-``context_length`` with ``pad_token_id``.
+evaluation measures exactly what the engine serves; with ``use_engine=False`` this module runs the ONNX
+sessions and the tokenizer itself (padded/truncated to ``context_length`` with ``pad_token_id``); image
+preprocessing is the engine's one implementation of the contract in both cases (``training.features``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Preprocessing (exactly the bundle contract) and the frozen-feature caches that make CPU training cheap.
 
-Image preprocessing: RGB uint8 -> resize S x S bicubic (Pillow) -> /255 -> (x-mean)/std -> CHW float32.
+Image preprocessing: RGB uint8 -> resize S x S bicubic (Pillow) -> /255 -> (x-mean)/std -> CHW float32, through
+``engine.preprocess`` (one implementation of the contract for training, export checks and serving).
 The frozen trunks (EfficientNet-Lite0 blocks 0-4, MobileNetV2 features 0-13, MiniLM embeddings + lower layers)
 run once per image / unique caption; results are stored in fp16 under ``cache_dir`` keyed by a hash of
 everything that affects them, so the noise/ablation runs of issue 6 share one cache.
@@ -19,17 +20,25 @@ from PIL import Image
 from tqdm import tqdm
 
 
+def _rgb(img: np.ndarray | Image.Image) -> np.ndarray:
+    if isinstance(img, Image.Image):
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def preprocess(rgb: np.ndarray | Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 [H,W,3] (or PIL image) -> float32 [3,S,S] per docs/contracts.md §1."""
-    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(np.asarray(rgb, dtype=np.uint8))
-    img = img.convert("RGB").resize((size, size), Image.BICUBIC)
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """RGB uint8 [H,W,3] (or PIL image) -> float32 [3,S,S] per docs/contracts.md §1, by the engine's own
+    implementation (``engine.preprocess``), so the bundle's preprocessing contract has one implementation."""
+    from engine.preprocess import prepare
+
+    return prepare([_rgb(rgb)], size, mean, std, "bicubic")[0]
 
 
 def load_images(root: Path, filenames: Sequence[str], size: int, mean, std) -> torch.Tensor:
-    return torch.from_numpy(np.stack([preprocess(Image.open(root / f), size, mean, std) for f in filenames]))
+    """Images of ``root/filenames`` as a contract-preprocessed float32 batch [N,3,S,S] (``engine.preprocess``)."""
+    from engine.preprocess import prepare
+
+    return torch.from_numpy(prepare([_rgb(Image.open(root / f)) for f in filenames], size, mean, std, "bicubic"))
 
 
 def load_tokenizer(path: str | Path, context_length: int, pad_id: int = 0):

@@ -64,7 +64,7 @@ def test_onnx_runtime_encoder(smoke_bundle):
     assert np.allclose(enc.encode_images(imgs[:1]), e[:1], atol=1e-5)  # batch 1
     t = enc.encode_texts(["a runway with planes", "many green trees"])
     assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
-    own = BundleEncoder(smoke_bundle, use_engine=False)  # the contract implemented independently
+    own = BundleEncoder(smoke_bundle, use_engine=False)  # own ONNX sessions + tokenizer, not the engine's Encoder
     if enc.engine is not None:
         assert np.allclose(own.encode_images(imgs), e, atol=1e-5)
         assert np.allclose(own.encode_texts(["a runway with planes", "many green trees"]), t, atol=1e-5)

@@ -277,4 +277,7 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
         bank = check_bank_path(req.caption_bank, roots) if req.caption_bank else None
         return engine.describe(raster, req.store, req.x, req.y, req.crs, req.tile_id, req.top, req.model, bank)
 
+    from engine.api_similar import add_similar_routes  # imported here: it builds on this module's models
+
+    add_similar_routes(app, engine, roots)  # /search/like, /feedback, /scoremap, /labels/save, /labels/load
     return app

@@ -106,8 +106,12 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     if args.k < 1 or args.k > 1000:
         raise BadInput(f"-k must be between 1 and 1000, got {args.k}")
-    if not args.query.strip():
-        raise BadInput("query is empty")
+    if args.like or args.like_tile:  # query by example (engine/cli_similar.py)
+        from engine.cli_similar import cmd_search_like
+
+        return cmd_search_like(args, _engine(args, need_model=bool(args.raster)))
+    if not (args.query or "").strip():
+        raise BadInput("query is empty (give a text, or examples with --like / --like-tile)")
     aoi = None
     if args.aoi:
         aoi = _read_aoi(args.aoi)
@@ -378,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rsitr engine {__version__}")
     p.add_argument("--json", action="store_true", help="machine-readable JSON output")
     sub = p.add_subparsers(dest="command", required=True)
+    from engine.cli_similar import add_commands as add_similar_commands
+    from engine.cli_similar import add_like_options
 
     def common(sp, model=True):
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
@@ -402,14 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("search", help="text search over indexed rasters or stores")
     common(sp)
-    sp.add_argument("query", help="the text to search for, e.g. 'a river crossing farmland'")
+    sp.add_argument("query", nargs="?", help="the text to search for, e.g. 'a river crossing farmland'")
     sp.add_argument("--raster", action="append", help="indexed raster (repeatable)")
     sp.add_argument("--store", action="append", help="store id (repeatable)")
     sp.add_argument("-k", type=int, default=20, help="number of results, 1..1000 (default 20)")
     sp.add_argument("--threshold", type=float, default=None, help="drop results scoring below this cosine")
     sp.add_argument("--aoi", help="GeoJSON file with an EPSG:4326 polygon")
     sp.add_argument("--out", help="write results to .geojson or .gpkg")
+    add_like_options(sp)
     sp.set_defaults(func=cmd_search)
+    add_similar_commands(sub, common)  # feedback, scoremap
 
     sp = sub.add_parser("describe", help="describe the tile at a point")
     common(sp)
@@ -419,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--y", type=float, help="y of the point (in --crs)")
     sp.add_argument("--tile-id", type=int, help="tile id in --store instead of a point")
     sp.add_argument("--crs", help="CRS of x/y, e.g. EPSG:4326 (default: the raster CRS)")
-    sp.add_argument("--top", type=int, default=5, help="number of classes and descriptions (default 5)")
+    sp.add_argument(
+        "--top",
+        type=int,
+        default=5,
+        help="number of descriptions (default 5; at most 3 classes plus 'other' are shown)",
+    )
     sp.add_argument("--captions", help="caption bank .npz")
     sp.set_defaults(func=cmd_describe)
 

@@ -19,6 +19,7 @@ from engine.ivf import IVF_DIR
 from engine.preprocess import prepare
 from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
 from engine.search import run_search
+from engine.similar import SimilarSearch
 from engine.store import Store, check_store_id, current_fingerprint, list_stores, open_store, read_manifest
 
 
@@ -30,8 +31,9 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
-class Engine:
-    """Loaded bundles (lazily), store cache and the operations; safe to share between threads."""
+class Engine(SimilarSearch):
+    """Loaded bundles (lazily), store cache and the operations (find similar, feedback, score maps: engine/similar.py);
+    safe to share between threads."""
 
     def __init__(
         self,

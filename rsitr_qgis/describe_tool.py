@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from html import escape
-from typing import ClassVar
-
 from qgis.core import (
     QgsCoordinateTransform,
     QgsMapLayer,
@@ -21,7 +17,7 @@ from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLa
 
 from .client import EngineClient, run_async
 from .engine_requests import DescribeRequest
-from .panel_logic import raster_source_path
+from .panel_logic import describe_html, raster_source_path
 from .qt_compat import POLYGON_GEOMETRY
 from .results_layer import crs_of, geometry_from_geojson
 
@@ -48,47 +44,6 @@ def pick_raster_layer(canvas, point: QgsPointXY, preferred: QgsMapLayer | None =
 def point_in_layer_crs(canvas, point: QgsPointXY, layer: QgsRasterLayer) -> QgsPointXY:
     tr = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
     return tr.transform(point)
-
-
-def describe_popup_html(describe: dict) -> str:
-    """The popup: the scene (or "uncertain"), the shown classes plus "other" (summing to 100 %), descriptions and
-    caption-bank texts."""
-    rows = [f"<h3>Tile {escape(str(describe.get('tile_id', '?')))}</h3>"]
-    classes = describe.get("classes") or []
-    if describe.get("uncertain"):
-        rows.append("<p><b>Scene: uncertain</b><br><i>no class is probable enough; the candidates:</i></p>")
-    elif classes:
-        rows.append(f"<p><b>Scene: {escape(str(describe.get('scene') or classes[0].get('name')))}</b></p>")
-    if classes:
-        rows.append("<table>")
-        shown = [(str(c.get("name")), float(c.get("probability", 0.0))) for c in classes]
-        other = describe.get("other")
-        if other is None:  # an older engine: whatever the shown classes leave
-            other = max(0.0, 1.0 - sum(p for _, p in shown))
-        for name, p in [*shown, ("other", float(other))]:
-            style = " style='color:#777'" if name == "other" else ""
-            rows.append(f"<tr{style}><td>{escape(name)}</td><td align='right'>&nbsp;{100 * p:.1f}%</td></tr>")
-        rows.append("</table>")
-    for key, title in (("descriptions", "Descriptions"), ("captions", "From your caption bank")):
-        items = describe.get(key) or []
-        if items:
-            rows.append(f"<b>{title}</b><ol>")
-            for d in items:
-                rows.append(f"<li>{escape(str(d.get('text')))} <i>({float(d.get('score', 0)):.3f})</i></li>")
-            rows.append("</ol>")
-    return "\n".join(rows)
-
-
-@dataclass(frozen=True)
-class DescribeWithBank:
-    """A describe request that also names a caption bank (.npz on the engine's machine)."""
-
-    PATH: ClassVar[str] = DescribeRequest.PATH
-    request: DescribeRequest
-    caption_bank: str
-
-    def to_json(self) -> dict:
-        return {**self.request.to_json(), "caption_bank": self.caption_bank}
 
 
 class DescribePopup(QDialog):
@@ -139,9 +94,7 @@ class DescribeController:
             if error:
                 self._error(error)
                 return
-            request = DescribeRequest.at_point(path, p.x(), p.y(), top=5)
-            if bank:
-                request = DescribeWithBank(request, bank)
+            request = DescribeRequest.at_point(path, p.x(), p.y(), top=5, caption_bank=bank or None)
             run_async("RSITR describe", lambda: EngineClient(conn).describe(request), self._show)
 
         self.manager.ensure_async(ready)
@@ -167,7 +120,7 @@ class DescribeController:
         self.rubber.setToGeometry(geom, None)
         if self.popup is None:
             self.popup = DescribePopup(self.iface.mainWindow())
-        self.popup.browser.setHtml(describe_popup_html(result))
+        self.popup.browser.setHtml(describe_html(result))
         self.popup.show()
         self.popup.raise_()
 

@@ -113,9 +113,12 @@ class DescribeRequest:
     y: float | None = None
     crs: str | None = None  # CRS of x, y; None: the raster's CRS
     top: int = 5
+    caption_bank: str | None = None  # a caption bank (.npz) on the engine's machine; None: the engine's own
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "top", int(self.top))
+        if self.caption_bank is not None:
+            object.__setattr__(self, "caption_bank", str(self.caption_bank) or None)
         if self.store is not None and self.tile_id is not None:
             object.__setattr__(self, "tile_id", int(self.tile_id))
             return
@@ -126,15 +129,19 @@ class DescribeRequest:
         object.__setattr__(self, "y", float(self.y))
 
     @classmethod
-    def for_tile(cls, store: str, tile_id: int, top: int = 5) -> DescribeRequest:
-        return cls(store=store, tile_id=tile_id, top=top)
+    def for_tile(cls, store: str, tile_id: int, top: int = 5, caption_bank: str | None = None) -> DescribeRequest:
+        return cls(store=store, tile_id=tile_id, top=top, caption_bank=caption_bank)
 
     @classmethod
-    def at_point(cls, raster: str, x: float, y: float, crs: str | None = None, top: int = 5) -> DescribeRequest:
-        return cls(raster=raster, x=x, y=y, crs=crs, top=top)
+    def at_point(
+        cls, raster: str, x: float, y: float, crs: str | None = None, top: int = 5, caption_bank: str | None = None
+    ) -> DescribeRequest:
+        return cls(raster=raster, x=x, y=y, crs=crs, top=top, caption_bank=caption_bank)
 
     def to_json(self) -> dict:
         body: dict = {"top": self.top}
+        if self.caption_bank:
+            body["caption_bank"] = self.caption_bank
         if self.store is not None and self.tile_id is not None:
             body.update(store=self.store, tile_id=self.tile_id)
             return body

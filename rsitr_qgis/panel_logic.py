@@ -43,10 +43,12 @@ def format_result(result: dict, description: str = "") -> str:
 
 
 def short_description(describe: dict) -> str:
-    """'forest 62% - many green trees ...' from a /describe answer."""
+    """'forest 62% - many green trees ...' (or 'uncertain - ...') from a /describe answer."""
     parts = []
     classes = describe.get("classes") or []
-    if classes:
+    if describe.get("uncertain"):
+        parts.append("uncertain")
+    elif classes:
         parts.append(f"{classes[0].get('name')} {100 * float(classes[0].get('probability', 0)):.0f}%")
     descriptions = describe.get("descriptions") or describe.get("captions") or []
     if descriptions:
@@ -80,18 +82,27 @@ def job_progress(job: dict) -> tuple[int, str, bool, str]:
 
 
 def describe_html(describe: dict) -> str:
-    """HTML for the describe popup: top classes with probabilities and best descriptions."""
+    """The popup: the scene (or "uncertain"), the shown classes plus "other" (summing to 100 %), descriptions and
+    caption-bank texts."""
     from html import escape
 
     rows = [f"<h3>Tile {escape(str(describe.get('tile_id', '?')))}</h3>"]
     classes = describe.get("classes") or []
+    if describe.get("uncertain"):
+        rows.append("<p><b>Scene: uncertain</b><br><i>no class is probable enough; the candidates:</i></p>")
+    elif classes:
+        rows.append(f"<p><b>Scene: {escape(str(describe.get('scene') or classes[0].get('name')))}</b></p>")
     if classes:
-        rows.append("<b>Scene classes</b><table>")
-        for c in classes:
-            p = float(c.get("probability", 0.0))
-            rows.append(f"<tr><td>{escape(str(c.get('name')))}</td><td align='right'>{100 * p:.1f}%</td></tr>")
+        rows.append("<table>")
+        shown = [(str(c.get("name")), float(c.get("probability", 0.0))) for c in classes]
+        other = describe.get("other")
+        if other is None:  # an older engine: whatever the shown classes leave
+            other = max(0.0, 1.0 - sum(p for _, p in shown))
+        for name, p in [*shown, ("other", float(other))]:
+            style = " style='color:#777'" if name == "other" else ""
+            rows.append(f"<tr{style}><td>{escape(name)}</td><td align='right'>&nbsp;{100 * p:.1f}%</td></tr>")
         rows.append("</table>")
-    for key, title in (("descriptions", "Descriptions"), ("captions", "Captions")):
+    for key, title in (("descriptions", "Descriptions"), ("captions", "From your caption bank")):
         items = describe.get(key) or []
         if items:
             rows.append(f"<b>{title}</b><ol>")

@@ -220,8 +220,9 @@ class SearchTilesAlgorithm(_EngineAlgorithm):
 
 
 DESCRIBE_FIELDS = (
-    ("top_class", FIELD_STRING),
+    ("top_class", FIELD_STRING),  # "uncertain" when the calibrated top probability is too low to name a class
     ("top_class_prob", FIELD_DOUBLE),
+    ("other_prob", FIELD_DOUBLE),  # probability of every class not listed in classes_json
     ("description", FIELD_STRING),
     ("description_score", FIELD_DOUBLE),
     ("classes_json", FIELD_STRING),
@@ -314,8 +315,9 @@ class DescribeTilesAlgorithm(_EngineAlgorithm):
                 out[name] = feat[name]
             classes = res.get("classes") or []
             descs = res.get("descriptions") or res.get("captions") or []
-            out["top_class"] = classes[0]["name"] if classes else None
+            out["top_class"] = "uncertain" if res.get("uncertain") else (classes[0]["name"] if classes else None)
             out["top_class_prob"] = float(classes[0]["probability"]) if classes else None
+            out["other_prob"] = float(res["other"]) if res.get("other") is not None else None
             out["description"] = descs[0]["text"] if descs else None
             out["description_score"] = float(descs[0]["score"]) if descs else None
             out["classes_json"] = json.dumps(classes[:top])

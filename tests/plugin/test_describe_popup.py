@@ -7,7 +7,8 @@ import re
 from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QTextBrowser
 
-from rsitr_qgis.describe_tool import DescribeController, describe_popup_html
+from rsitr_qgis.describe_tool import DescribeController
+from rsitr_qgis.panel_logic import describe_html
 from tests.plugin.conftest import wait_until
 
 
@@ -33,7 +34,7 @@ def test_popup_shows_other_and_sums_to_100():
         "descriptions": [{"text": "a viaduct with curved overpasses <b>", "score": 0.65}],
         "captions": [],
     }
-    text = _rendered(describe_popup_html(answer))
+    text = _rendered(describe_html(answer))
     assert "Scene: viaduct" in text and "other" in text and "<b>" in text  # escaped, shown as text
     assert sum(_percentages(text)) == 100.0
 
@@ -48,7 +49,7 @@ def test_popup_uncertain_state():
         "descriptions": [],
         "captions": [{"text": "a field next to a road", "score": 0.4}],
     }
-    text = _rendered(describe_popup_html(answer))
+    text = _rendered(describe_html(answer))
     assert "Scene: uncertain" in text and "Scene: farmland" not in text
     assert sum(_percentages(text)) == 100.0 and "From your caption bank" in text
 

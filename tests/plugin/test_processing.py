@@ -48,6 +48,7 @@ def test_index_search_describe_through_processing(processing_ready, indexed_rast
     names = described.fields().names()
     assert {"rank", "score", "tile_id", "top_class", "top_class_prob", "description"} <= set(names)
     assert all(f["top_class"] and 0.0 <= f["top_class_prob"] <= 1.0 for f in dfeats)
+    assert all(0.0 <= f["other_prob"] <= 1.0 - f["top_class_prob"] + 1e-6 for f in dfeats)
     assert [f["tile_id"] for f in dfeats] == [f["tile_id"] for f in feats]
 
 

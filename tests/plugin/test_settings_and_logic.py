@@ -195,8 +195,9 @@ def test_panel_texts():
         "descriptions": [{"text": "many green trees <b>", "score": 0.3}],
     }
     assert panel_logic.short_description(desc) == "forest 62% - many green trees <b>"
+    assert panel_logic.short_description({**desc, "uncertain": True}) == "uncertain - many green trees <b>"
     html = panel_logic.describe_html(desc)
-    assert "62.0%" in html and "&lt;b&gt;" in html
+    assert "62.0%" in html and "&lt;b&gt;" in html and "other" in html
     assert panel_logic.job_progress({"state": "running", "progress": 0.5, "done": 2, "total": 4})[:3] == (
         50,
         "running: 2/4 tiles",

@@ -142,6 +142,8 @@ class RsitrPlugin:
         from .setup import offer
 
         offer.set_setup_callback(None)
+        if self.setup is not None and self.setup.task is not None:
+            self.setup.task.cancel()  # kills a running pip/download; the earlier engine stays as it was
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
         self.actions = []

@@ -92,6 +92,13 @@ def run():
     )
     assert dialog.release_url.text() == os.environ["RSITR_RELEASE_URL"].rstrip("/")
 
+    # the wheel folder holds wheels for one Python version: if the finder's first choice is another version (a CI
+    # runner with a newer python3 first on PATH), choose the matching interpreter, as a user would with Browse…
+    chosen = dialog.pythons[0] if dialog.pythons else None
+    if chosen is None or list(chosen.version[:2]) != CONFIG["python_version"]:
+        dialog.set_python(CONFIG["python"])
+        step("python chosen", python=CONFIG["python"], instead_of=chosen.label() if chosen else None)
+
     # 3. offline packages from the prepared wheel folder; the model from the release URL (local server)
     dialog.from_wheels.setChecked(True)
     dialog.wheel_dir.setFilePath(CONFIG["wheel_dir"])

@@ -86,6 +86,8 @@ def test_new_user_installs_engine_in_qgis_and_finds_tiles(short_tmp, shared):
             "raster": str(raster),
             "query": QUERY,
             "wheel_dir": str(wheels),
+            "python": os.path.realpath(sys._base_executable),  # the wheels were downloaded for this Python
+            "python_version": list(sys.version_info[:2]),
             "report": str(tmp_path / "report.json"),
             "dialog_screenshot": str(tmp_path / "setup_dialog.png"),
             "result_screenshot": str(tmp_path / "install_result.png"),

@@ -146,11 +146,16 @@ def test_swap_is_atomic_and_an_interrupted_swap_is_undone(tmp_path):
     installer.swap_into_place(new, engine_dir / "venv")
     assert (engine_dir / "venv" / "marker").read_text() == "new"
     assert sorted(p.name for p in engine_dir.iterdir()) == [".staging-1", "venv"]  # the old one is gone
-    # an interruption after the first rename: no venv, the old one aside, a staging folder left
+    # an interruption after the first rename: no venv, the old one aside, the staging folder of a dead setup left;
+    # the staging folder of a setup still running in another process (a second QGIS) is left alone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.replace(engine_dir / ".staging-1", engine_dir / f".staging-{dead.pid}")
+    (engine_dir / f".staging-{os.getppid()}").mkdir()
     os.replace(engine_dir / "venv", engine_dir / ".old-venv-abc")
     installer.clean_leftovers(engine_dir)
     assert (engine_dir / "venv" / "marker").read_text() == "new"
-    assert [p.name for p in engine_dir.iterdir()] == ["venv"]
+    assert sorted(p.name for p in engine_dir.iterdir()) == [f".staging-{os.getppid()}", "venv"]
 
 
 def test_failure_line_picks_the_telling_line():

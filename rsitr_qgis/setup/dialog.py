@@ -45,6 +45,7 @@ from .plan import (
     detect_gpu,
     load_dist,
 )
+from .proxy import qgis_proxy_env
 from .python_finder import SearchContext, find_pythons, probe
 from .task import LOG_TAG, SetupTask
 
@@ -266,7 +267,10 @@ class SetupController(QObject):
             return None
         if sys.platform.startswith("win") and not self.manager.remote():
             self.manager.stop()  # Windows cannot rename a venv whose python.exe is running; it restarts on demand
-        self.task = SetupTask(plan, lambda result, err: self._finished(options, result, err))
+        env = qgis_proxy_env()
+        if env:
+            QgsMessageLog.logMessage(f"RSITR setup: using QGIS's proxy {env['HTTPS_PROXY'].split('@')[-1]}", LOG_TAG)
+        self.task = SetupTask(plan, lambda result, err: self._finished(options, result, err), env)
         QgsApplication.taskManager().addTask(self.task)
         self._message("Setting up the engine (see the task manager; details in the RSITR log)", Qgis.MessageLevel.Info)
         return self.task

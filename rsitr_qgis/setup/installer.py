@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import (
@@ -44,6 +44,7 @@ class Hooks:
     log: Callable[[str], None] = print
     progress: Callable[[float], None] = lambda pct: None  # 0..100
     cancelled: Callable[[], bool] = lambda: False
+    env: dict[str, str] = field(default_factory=dict)  # added to the commands' environment (QGIS's proxy)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=probe_env(),
+            env={**probe_env(), **hooks.env},
             cwd=str(cwd) if cwd else None,
             text=True,
             encoding="utf-8",

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -229,7 +230,11 @@ def pip_source_args(options: SetupOptions) -> list[str]:
     if options.wheel_dir:
         return ["--no-index", "--find-links", str(Path(options.wheel_dir).resolve())]
     if options.index_url:
-        return ["--index-url", options.index_url]
+        args = ["--index-url", options.index_url]
+        parts = urllib.parse.urlsplit(options.index_url)
+        if parts.scheme == "http" and parts.hostname:  # a plain-HTTP mirror the user typed in: pip ignores it else
+            args += ["--trusted-host", parts.hostname]
+        return args
     return []
 
 

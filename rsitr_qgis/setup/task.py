@@ -16,9 +16,12 @@ LOG_TAG = "RSITR"
 class SetupTask(QgsTask):
     """Runs ``installer.install(plan)`` in QGIS's task pool. Cancel kills the running pip/download process."""
 
-    def __init__(self, plan: Plan, done: Callable[[InstallResult | None, str], None] | None = None):
+    def __init__(
+        self, plan: Plan, done: Callable[[InstallResult | None, str], None] | None = None, env: dict | None = None
+    ):
         super().__init__("RSITR: set up engine", QgsTask.Flag.CanCancel)
         self.plan = plan
+        self.env = dict(env or {})  # extra environment for pip and the download (QGIS's proxy)
         self.done = done
         self.result: InstallResult | None = None
         self.error = ""
@@ -28,7 +31,7 @@ class SetupTask(QgsTask):
         QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)
 
     def run(self) -> bool:  # worker thread
-        hooks = Hooks(log=self._log, progress=self.setProgress, cancelled=self.isCanceled)
+        hooks = Hooks(log=self._log, progress=self.setProgress, cancelled=self.isCanceled, env=self.env)
         try:
             self.result = install(self.plan, hooks)
             return True

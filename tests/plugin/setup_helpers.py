@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.parse
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,9 @@ def serve(state: ServerState) -> tuple[http.server.ThreadingHTTPServer, str]:
             pass
 
         def do_GET(self):  # noqa: N802
-            state.requests.append(self.path)
-            path = state.root / self.path.lstrip("/").split("?")[0]
+            state.requests.append(self.path)  # a proxy gets absolute URLs: "http://host/path"
+            local = urllib.parse.urlsplit(self.path).path if "://" in self.path else self.path
+            path = state.root / local.lstrip("/").split("?")[0]
             if not path.is_file():
                 self.send_error(404, "Not Found")
                 return

@@ -280,3 +280,50 @@ def test_interrupted_setup_keeps_the_earlier_engine_and_is_cleaned_up(installed,
     }
     result, error = run_task(plan.build_plan(options(world, engine_dir), world["dist"]))
     assert error == "" and not staging.exists() and not result.changed  # cleaned up; the engine was up to date
+
+
+def test_qgis_proxy_setting_reaches_pip_and_the_model_download(installed, world, tmp_path):
+    """QGIS's proxy (Options > Network) becomes HTTP(S)_PROXY for the setup's commands: pip asks the proxy for the
+    package index, the engine fetches the model archive through it (host names that do not resolve)."""
+    from rsitr_qgis.setup.proxy import proxy_env, qgis_proxy_env
+
+    proxy_state = ServerState(world["state"].root)
+    proxy, proxy_url = serve(proxy_state)  # forwards nothing: serves the release folder for any host
+    s = QgsSettings()
+    values = {"proxyEnabled": True, "proxyType": "HttpProxy", "proxyHost": "127.0.0.1",
+              "proxyPort": proxy.server_address[1], "proxyUser": "me", "proxyPassword": "p@ss"}  # fmt: skip
+    for key, value in values.items():
+        s.setValue(f"proxy/{key}", value)
+    try:
+        env = qgis_proxy_env()
+        assert env["HTTPS_PROXY"] == f"http://me:p%40ss@127.0.0.1:{proxy.server_address[1]}"
+        engine_dir, _ = installed
+        before = snapshot(engine_dir)
+        model = plan.ModelRelease(**world["model2"])
+        dist = plan.EngineDist(**{**world["dist"].__dict__, "models": [model]})
+        opts = options(world, engine_dir, wheel_dir="", index_url="http://pypi.example.invalid/simple",
+                       release_url="http://models.example.invalid", force=True)  # fmt: skip
+        got = []
+        task = SetupTask(plan.build_plan(opts, dist), lambda r, e: got.append((r, e)), env)
+        QgsApplication.taskManager().addTask(task)
+        wait_until(lambda: got, 180, "setup through the proxy")
+        assert got[0][0] is None and "rsitr-testdep" in got[0][1], got[0][1]  # the proxy has no package index
+        assert any(r.startswith("http://pypi.example.invalid/simple/rsitr-testdep") for r in proxy_state.requests)
+        assert snapshot(engine_dir) == before
+
+        opts.force, opts.index_url, opts.wheel_dir = False, "", str(world["wheels"] / "cpu")  # venv up to date
+        got.clear()
+        task = SetupTask(plan.build_plan(opts, dist), lambda r, e: got.append((r, e)), env)
+        QgsApplication.taskManager().addTask(task)
+        wait_until(lambda: got, 180, "model through the proxy")
+        assert got[0][1] == "" and got[0][0].changed
+        assert f"http://models.example.invalid/{model.file}" in proxy_state.requests
+    finally:
+        for key in values:
+            s.remove(f"proxy/{key}")
+        proxy.shutdown()
+    assert proxy_env({"proxyEnabled": "false", "proxyHost": "h"}) == {}
+    assert proxy_env({"proxyEnabled": "true", "proxyType": "DefaultProxy", "proxyHost": "h"}) == {}
+    socks = proxy_env({"proxyEnabled": "true", "proxyType": "Socks5Proxy", "proxyHost": "h", "proxyPort": "1080",
+                       "noProxyUrls": ["https://intranet.example.org/x"]})  # fmt: skip
+    assert socks["https_proxy"] == "socks5://h:1080" and socks["NO_PROXY"] == "127.0.0.1,localhost,intranet.example.org"

@@ -114,6 +114,11 @@ def test_plan_commands_sizes_and_summary(tmp_path):
     assert "--no-index" not in gpu.steps[1].argv and "onnxruntime-gpu" in gpu.summary()
     assert gpu.download_mb > p.download_mb + plan.ESTIMATED_MB["gpu"]["download"] - 1
     assert gpu.fingerprint != p.fingerprint  # device and requirements differ: a switch rebuilds the venv
+    assert "--trusted-host" not in gpu.steps[1].argv
+    mirror = plan.build_plan(
+        plan.SetupOptions(engine_dir, "py", index_url="http://mirror.lan:8080/simple", model_source="keep"), dist
+    )
+    assert mirror.steps[1].argv[-4:-2] == ["--trusted-host", "mirror.lan"]  # a plain-HTTP mirror the user typed
 
     folder = tmp_path / "offline_model"
     folder.mkdir()

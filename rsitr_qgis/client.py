@@ -224,6 +224,10 @@ class EngineClient:
     def describe(self, request: DescribeRequest) -> dict:
         return self._call("POST", request.PATH, request.to_json())
 
+    def send(self, request) -> dict:
+        """POST any request dataclass with ``PATH`` and ``to_json()`` (e.g. those of ``similar_requests``)."""
+        return self._call("POST", request.PATH, request.to_json())
+
 
 # ---------------------------------------------------------------- non-blocking (QgsTask)
 

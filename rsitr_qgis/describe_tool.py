@@ -75,6 +75,10 @@ class DescribeController:
         self.popup = None
         self.last: dict | None = None
         self.last_error: str = ""
+        self.dock = None  # the search panel (found in the main window when not set)
+        self._menu_hooked = hasattr(self.canvas, "contextMenuAboutToShow")
+        if self._menu_hooked:
+            self.canvas.contextMenuAboutToShow.connect(self._on_context_menu)
 
     def describe_at(self, point: QgsPointXY) -> bool:
         layer = pick_raster_layer(self.canvas, point, self.iface.activeLayer())
@@ -98,6 +102,33 @@ class DescribeController:
             run_async("RSITR describe", lambda: EngineClient(conn).describe(request), self._show)
 
         self.manager.ensure_async(ready)
+        return True
+
+    def _on_context_menu(self, menu, event) -> None:
+        point = event.mapPoint()
+        action = menu.addAction("RSITR: find similar tiles here")
+        action.setObjectName("rsitr_find_similar_here")
+        action.triggered.connect(lambda _checked=False, p=point: self.find_similar_at(p))
+
+    def search_dock(self):
+        if self.dock is None:
+            from qgis.gui import QgsDockWidget
+
+            self.dock = self.iface.mainWindow().findChild(QgsDockWidget, "rsitr_search_dock")
+        return self.dock
+
+    def find_similar_at(self, point: QgsPointXY) -> bool:
+        """Rank the tiles of the raster under ``point`` (canvas CRS) by similarity to the tile there."""
+        layer = pick_raster_layer(self.canvas, point, self.iface.activeLayer())
+        dock = self.search_dock()
+        if layer is None or dock is None:
+            self._error("RSITR find similar: no raster file under the clicked point")
+            return False
+        path, _why = raster_source_path(layer)
+        p = point_in_layer_crs(self.canvas, point, layer)
+        dock.show()
+        dock.layer_combo.setLayer(layer)
+        dock.relevance.find_similar_at(path, p.x(), p.y())
         return True
 
     def _error(self, text: str) -> None:
@@ -128,6 +159,11 @@ class DescribeController:
         self.rubber.reset(POLYGON_GEOMETRY)
 
     def unload(self) -> None:
+        if self._menu_hooked:
+            try:
+                self.canvas.contextMenuAboutToShow.disconnect(self._on_context_menu)
+            except (TypeError, RuntimeError):
+                pass
         self.clear()
         self.canvas.scene().removeItem(self.rubber)
         if self.popup is not None:

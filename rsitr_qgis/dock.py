@@ -30,6 +30,7 @@ from .errors import EngineError
 from .index_job import IndexTask
 from .panel_logic import format_result, raster_source_path, short_description, status_text
 from .qt_compat import RASTER_LAYER_FILTER
+from .relevance import RelevanceController
 from .results_layer import create_results_layer, crs_of, extent_in_crs, geometry_from_geojson
 from .setup.offer import offer_setup
 
@@ -59,6 +60,7 @@ class SearchDock(QgsDockWidget):
         self._build()
         manager.stateChanged.connect(self._on_engine_state)
         self._on_engine_state(manager.state, manager.detail)
+        self.relevance = RelevanceController(self)  # find similar, yes/no marks, refine, score map (issue 20)
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
@@ -325,6 +327,11 @@ class SearchDock(QgsDockWidget):
             self._search_done(request, None, error, t0, t0)
 
         self.with_engine(run, raster, on_error=failed)
+
+    def show_results(self, request, response, error, t0: float) -> None:
+        """Draw another ranking's answer (find similar, refine: relevance.py) exactly as a text search's;
+        ``request.query`` names the result layer."""
+        self._search_done(request, response, error, t0, t0)
 
     def _search_done(self, request: SearchRequest, response, error, t0: float, t_engine: float) -> None:
         self._set_busy(False)

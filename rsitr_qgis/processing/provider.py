@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..settings import resource_path
 from .algorithms import DescribeTilesAlgorithm, IndexRasterAlgorithm, SearchTilesAlgorithm
+from .scoremap_algorithm import ScoreMapAlgorithm
 
 
 class RsitrProvider(QgsProcessingProvider):
@@ -31,5 +32,5 @@ class RsitrProvider(QgsProcessingProvider):
         kill_children()
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for alg in (IndexRasterAlgorithm(), SearchTilesAlgorithm(), DescribeTilesAlgorithm()):
+        for alg in (IndexRasterAlgorithm(), SearchTilesAlgorithm(), DescribeTilesAlgorithm(), ScoreMapAlgorithm()):
             self.addAlgorithm(alg)

@@ -49,12 +49,13 @@ def frozen_features(model, split, batch: int = 128) -> tuple[torch.Tensor, torch
 
 def main(argv: list[str] | None = None) -> int:
     from training.data.readers import read_dataset
+    from training.data.splits import Split, load_splits
     from training.features import image_trunk_cache, load_tokenizer, text_trunk_cache
     from training.losses import per_pair_nce, positive_mask
     from training.metrics import retrieval_metrics
     from training.models import build_model, load_model_config
     from training.models.minilm import minilm_dir
-    from training.train import Split, load_splits, seed_all
+    from training.train import seed_all
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="training/configs/frozen_baseline.yaml")

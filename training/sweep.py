@@ -98,10 +98,11 @@ def test_metrics_cached(ckpt: Path, cache_dir: str = "runs/cache", split: str = 
     """Retrieval metrics of a checkpoint on ``split`` from the frozen-trunk caches (computed once)."""
     from training.checkpoints import load_checkpoint_model
     from training.data.readers import read_dataset
+    from training.data.splits import Split
     from training.features import embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
     from training.metrics import retrieval_metrics
     from training.models.minilm import minilm_dir
-    from training.train import Split, instruction_features
+    from training.scene_prior import instruction_features
 
     torch.set_num_threads(2)
     model, ck = load_checkpoint_model(ckpt)

@@ -15,6 +15,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -26,11 +27,8 @@ from tqdm import tqdm
 
 from training import batching, caption_sampling
 from training.checkpoints import checkpoint, save_atomic
-from training.config import TrainConfig, resolve_path
-from training.data.noise import inject_noise
-from training.data.readers import CaptionRecord, read_dataset
-from training.data.scene_classes import class_index, resolve_scene_classes
-from training.data.splits import holdout_split
+from training.config import TrainConfig
+from training.data.splits import Split, load_splits
 from training.features import d4_augment, embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
 from training.losses import (
     SelfPacedParams,
@@ -48,6 +46,8 @@ from training.losses import (
 from training.metrics import retrieval_metrics
 from training.models import build_model, load_model_config
 from training.models.minilm import minilm_dir
+from training.plots import plot_run
+from training.scene_prior import instruction_features, train_scene_classifier
 
 LOG_SCALE_MAX = math.log(100.0)
 
@@ -56,148 +56,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class Split:
-    """Rows of one split grouped by image, with cached trunk features.
-
-    ``source_rows``: the rows whose files/texts the trunk caches are computed for (default: ``rows``). A holdout
-    validation split and the remaining train split both point at the full train split, so they share its cache.
-    """
-
-    def __init__(self, rows: list[CaptionRecord], image_root: Path, source_rows: list[CaptionRecord] | None = None):
-        self.rows = rows
-        self.files = list(dict.fromkeys(r.filename for r in rows))
-        pos = {f: i for i, f in enumerate(self.files)}
-        self.row_img = np.array([pos[r.filename] for r in rows], dtype=np.int64)
-        self.texts = sorted({r.caption for r in rows})  # order-free: noisy variants share the text cache
-        tpos = {t: i for i, t in enumerate(self.texts)}
-        self.row_txt = np.array([tpos[r.caption] for r in rows], dtype=np.int64)
-        self.image_root = image_root
-        src = source_rows if source_rows is not None else rows
-        self.source_files = list(dict.fromkeys(r.filename for r in src))
-        self.source_texts = sorted({r.caption for r in src})
-
-    def attach_caches(self, img_cache: dict, txt_cache: dict) -> None:
-        """Select this split's images/texts from caches computed over ``source_files`` / ``source_texts``."""
-        if self.source_files == self.files:
-            self.cache = img_cache
-        else:
-            fpos = {f: i for i, f in enumerate(self.source_files)}
-            idx = torch.tensor([fpos[f] for f in self.files])
-            self.cache = {k: v[idx] for k, v in img_cache.items()}
-        if self.source_texts == self.texts:
-            self.tcache = txt_cache
-        else:
-            tpos = {t: i for i, t in enumerate(self.source_texts)}
-            idx = torch.tensor([tpos[t] for t in self.texts])
-            self.tcache = {k: v[idx] for k, v in txt_cache.items()}
-
-    def distinct_caption_rows(self) -> list[np.ndarray]:
-        """Per image, its caption rows with distinct texts (first row of each text)."""
-        out: list[list[int]] = [[] for _ in self.files]
-        seen: set[tuple[int, int]] = set()
-        for j, (i, t) in enumerate(zip(self.row_img, self.row_txt, strict=True)):
-            if (int(i), int(t)) not in seen:
-                seen.add((int(i), int(t)))
-                out[int(i)].append(j)
-        return [np.array(v, dtype=np.int64) for v in out]
-
-
-def _spread_subset(rows: list[CaptionRecord], n_images: int, max_rows: int | None) -> list[CaptionRecord]:
-    """Rows of ``n_images`` images spread evenly over the file list (covers many classes); at most
-    max_rows.
-    """
-    files = list(dict.fromkeys(r.filename for r in rows))
-    step = max(1, len(files) // max(1, n_images))
-    keep = set(files[::step][:n_images])
-    sub = [r for r in rows if r.filename in keep]
-    return sub[:max_rows] if max_rows else sub
-
-
-def load_splits(cfg: TrainConfig) -> tuple[Split, Split, list[str], object]:
-    path = resolve_path(cfg.data_json)
-    root = Path(cfg.image_root) if cfg.image_root else path.parent / "images"
-    train = resolve_scene_classes(read_dataset(path, (cfg.train_split,)))
-    if cfg.max_train_pairs:
-        train = _spread_subset(train, max(1, cfg.max_train_pairs // 5), cfg.max_train_pairs)
-    source = None
-    if cfg.val_holdout_images > 0:
-        source = train
-        train, val = holdout_split(
-            train, cfg.val_holdout_images, cfg.val_holdout_min_captions, cfg.val_holdout_max_shared_rows
-        )
-    else:
-        val = resolve_scene_classes(read_dataset(path, (cfg.val_split,)))
-        if cfg.max_val_images:
-            val = _spread_subset(val, cfg.max_val_images, None)
-    report = None
-    if cfg.noise_rate > 0:
-        train, report = inject_noise(train, cfg.noise_rate, cfg.noise_seed)
-    classes, _ = class_index(train)
-    return Split(train, root, source), Split(val, root, source), classes, report
-
-
-def train_scene_classifier(
-    model, cfg: TrainConfig, train: Split, val: Split, classes: list[str], img_labels: torch.Tensor, log
-) -> dict:
-    """Fine-tune MobileNetV2's top blocks + head as a scene classifier (train split only), then freeze."""
-    sc = model.instr
-    params = list(sc.top.parameters()) + list(sc.head.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.scene_lr, weight_decay=1e-4)
-    n = len(train.files)
-    steps = max(1, cfg.scene_epochs * math.ceil(n / cfg.scene_batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.scene_lr, total_steps=steps, pct_start=0.1)
-    mids = train.cache["instr_mid"]
-    sc.top.to(memory_format=torch.channels_last)
-    for ep in range(cfg.scene_epochs):
-        sc.train()
-        perm = torch.randperm(n)
-        tot, correct = 0.0, 0
-        for i in tqdm(range(0, n, cfg.scene_batch), desc=f"scene {ep + 1}/{cfg.scene_epochs}", mininterval=10):
-            idx = perm[i : i + cfg.scene_batch]
-            x = mids[idx].float()
-            if cfg.feature_aug:
-                x = d4_augment(x)
-            x = x.contiguous(memory_format=torch.channels_last)
-            logits = sc.head(sc.pooled_from_trunk(x))
-            loss = torch.nn.functional.cross_entropy(logits, img_labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == img_labels[idx]).sum())
-        log(f"scene epoch {ep + 1}: loss {tot / n:.3f} train acc {correct / n:.3f}")
-    for p in params:
-        p.requires_grad_(False)
-    sc.eval()
-    out = {"scene_train_acc": correct / max(n, 1)}
-    vpos = {c: i for i, c in enumerate(classes)}
-    vlab = []
-    for f in val.files:
-        r = next(r for r in val.rows if r.filename == f)
-        vlab.append(vpos.get(r.scene_class, -1))
-    vlab = torch.tensor(vlab)
-    with torch.no_grad():
-        pred = torch.cat(
-            [
-                sc.head(sc.pooled_from_trunk(val.cache["instr_mid"][i : i + 256].float())).argmax(1)
-                for i in range(0, len(val.files), 256)
-            ]
-        )
-    ok = vlab >= 0
-    out["scene_val_acc"] = float((pred[ok] == vlab[ok]).float().mean()) if ok.any() else float("nan")
-    log(f"scene classifier: val acc {out['scene_val_acc']:.3f}")
-    return out
-
-
-@torch.no_grad()
-def instruction_features(model, mids: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    model.instr.eval()
-    return torch.cat([model.instruction_feature(mids[i : i + batch].float()) for i in range(0, len(mids), batch)])
 
 
 def evaluate_split(model, split: Split) -> dict[str, float]:
@@ -439,42 +297,92 @@ def division_pr(pred_noisy: np.ndarray, corrupted: np.ndarray) -> dict[str, floa
     }
 
 
-def plot_run(run_dir: Path, history: list[dict], last_weights: dict | None) -> None:
-    import matplotlib
+@dataclass
+class EpochContext:
+    """What every epoch of a run uses (model, optimiser, data, labels); built once by :func:`run`."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    model: object
+    cfg: TrainConfig
+    sp: SelfPacedParams
+    train: Split
+    opt: torch.optim.Optimizer
+    sched: object
+    ema: WeightEMA | None
+    labels_img: np.ndarray
+    labels_row: torch.Tensor
+    distinct_rows: list
+    corrupted: np.ndarray
+    log: object
 
-    pdir = run_dir / "plots"
-    pdir.mkdir(exist_ok=True)
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for k in sorted({k for h in history for k in h if k.startswith("loss_")}):
-        ax.plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k[5:])
-    ax.set_xlabel("epoch"), ax.set_ylabel("loss"), ax.legend(), fig.tight_layout()
-    fig.savefig(pdir / "losses.png"), plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"):
-        ax.plot(ep, [h.get(f"val_{k}", np.nan) for h in history], marker="o", label=k)
-    ax.set_xlabel("epoch"), ax.set_ylabel("val R@K (%)"), ax.legend(fontsize=7), fig.tight_layout()
-    fig.savefig(pdir / "recall.png"), plt.close(fig)
-    if any("noisy_precision" in h for h in history):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k in ("noisy_precision", "noisy_recall"):
-            ax.plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k)
-        ax.set_xlabel("epoch"), ax.legend(), fig.tight_layout()
-        fig.savefig(pdir / "noisy_division.png"), plt.close(fig)
-    if last_weights is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        w, c = last_weights["weight"], last_weights["corrupted"]
-        ax.hist([w[~c], w[c]], bins=30, label=["clean pairs", "corrupted pairs"], stacked=True)
-        ax.set_xlabel("per-pair weight (last epoch)"), ax.legend(), fig.tight_layout()
-        fig.savefig(pdir / "pair_weights.png"), plt.close(fig)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        lp = last_weights["per_pair"]
-        ax.hist([lp[~c], lp[c]], bins=40, label=["clean pairs", "corrupted pairs"], stacked=True)
-        ax.set_xlabel("per-pair loss (last epoch)"), ax.legend(), fig.tight_layout()
-        fig.savefig(pdir / "pair_losses.png"), plt.close(fig)
+
+@dataclass
+class EpochResult:
+    """One epoch's bookkeeping: per-row losses / division groups / weights of the rows seen, loss sums."""
+
+    n_batches: int
+    loss_sums: dict
+    last_stats: dict
+    full_division: dict | None
+    rows: np.ndarray
+    per_pair: np.ndarray
+    group: np.ndarray
+    weight: np.ndarray
+
+
+def train_one_epoch(ctx: EpochContext, ep: int, rng: np.random.RandomState, quantiles) -> EpochResult:
+    """Draw the epoch's rows (uniform, division-guided, oracle or image batches) and take its optimiser steps."""
+    model, cfg, sp, train, opt, sched, ema = ctx.model, ctx.cfg, ctx.sp, ctx.train, ctx.opt, ctx.sched, ctx.ema
+    corrupted, log = ctx.corrupted, ctx.log
+    batched = cfg.captions_per_image == "all" or cfg.class_aware_frac > 0
+    full_div = None
+    if cfg.caption_sampling == "division" and cfg.loss == "robust" and ep >= cfg.sp_warmup_epochs:
+        rows_all, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
+        log(f"epoch {ep + 1}: full-pass division {json.dumps(full_div)}")
+    elif cfg.caption_sampling == "oracle":  # analysis only: the injected noise's ground truth
+        truth = np.where(corrupted, caption_sampling.NOISY, caption_sampling.CLEAN)
+        rows_all = caption_sampling.sample_rows(train.row_img, truth, corrupted.astype(np.float32), rng)
+    elif batched:
+        row_batches = epoch_row_batches(train, cfg, ctx.labels_img, rng, ctx.distinct_rows)
+    else:
+        rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
+    train_mode(model)
+    nb = len(row_batches) if batched else max(1, len(rows_all) // cfg.batch_size)
+    sums: dict[str, float] = {}
+    seen, pl, grp, wts = [], [], [], []
+    bar = tqdm(range(nb), desc=f"epoch {ep + 1}/{cfg.epochs}", mininterval=10, file=sys.stderr)
+    redraw_at = warmup_redraw_batch(cfg, ep, nb)
+    for b in bar:
+        if b == redraw_at:  # part-way through the warm-up: the images still to come get the division's caption
+            drawn, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
+            full_div["at_batch"] = b
+            rows_all = caption_sampling.redraw_tail(rows_all, b * cfg.batch_size, drawn, train.row_img)
+            log(f"epoch {ep + 1}, batch {b}: warm-up division {json.dumps(full_div)}")
+            train_mode(model)  # the division pass left the model in eval mode
+        if batched:
+            rows = row_batches[b]
+        else:
+            rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
+        loss, st = batch_loss(model, cfg, sp, train, rows, ep, ctx.labels_row, quantiles)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, LOG_SCALE_MAX)
+        if ema is not None:
+            ema.update(model)
+        for k in ("main", "aff", "unif", "curr", "hash"):
+            if k in st:
+                sums[k] = sums.get(k, 0.0) + st[k]
+        seen.append(rows)
+        pl.append(st["per_pair"].numpy())
+        grp.append(st["group"].numpy())
+        wts.append(st["weight"].numpy())
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    rows_seen, per_pair, group, weight = map(np.concatenate, (seen, pl, grp, wts))
+    return EpochResult(nb, sums, st, full_div, rows_seen, per_pair, group, weight)
 
 
 def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
@@ -572,6 +480,9 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     corrupted = noise.corrupted if noise is not None else np.zeros(len(train.rows), dtype=bool)
     metrics_path = run_dir / "metrics.jsonl"
     last_weights = None
+    ctx = EpochContext(
+        model, cfg, sp, train, opt, sched, ema, labels_img.numpy(), labels_row, distinct_rows, corrupted, log
+    )
     rng = np.random.RandomState(cfg.seed + 1000 * state["epoch"])
     # torch's stream (augmentation, dropout) restarts here too, so a run resumed from the epoch-0 checkpoint
     # (training.sweep --scene-from, or a reused scene prior) trains like one that built its scene prior itself
@@ -579,54 +490,9 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     while state["epoch"] < cfg.epochs:
         ep = state["epoch"]
         t0 = time.time()
-        full_div = None
-        if cfg.caption_sampling == "division" and cfg.loss == "robust" and ep >= cfg.sp_warmup_epochs:
-            rows_all, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
-            log(f"epoch {ep + 1}: full-pass division {json.dumps(full_div)}")
-        elif cfg.caption_sampling == "oracle":  # analysis only: the injected noise's ground truth
-            truth = np.where(corrupted, caption_sampling.NOISY, caption_sampling.CLEAN)
-            rows_all = caption_sampling.sample_rows(train.row_img, truth, corrupted.astype(np.float32), rng)
-        elif batched:
-            row_batches = epoch_row_batches(train, cfg, labels_img.numpy(), rng, distinct_rows)
-        else:
-            rows_all = epoch_pairs(train, cfg.pairs_per_epoch, rng)
-        train_mode(model)
-        nb = len(row_batches) if batched else max(1, len(rows_all) // cfg.batch_size)
-        sums: dict[str, float] = {}
-        seen, pl, grp, wts = [], [], [], []
-        bar = tqdm(range(nb), desc=f"epoch {ep + 1}/{cfg.epochs}", mininterval=10, file=sys.stderr)
-        redraw_at = warmup_redraw_batch(cfg, ep, nb)
-        for b in bar:
-            if b == redraw_at:  # part-way through the warm-up: the images still to come get the division's caption
-                drawn, full_div = division_epoch_pairs(model, cfg, sp, train, rng, corrupted)
-                full_div["at_batch"] = b
-                rows_all = caption_sampling.redraw_tail(rows_all, b * cfg.batch_size, drawn, train.row_img)
-                log(f"epoch {ep + 1}, batch {b}: warm-up division {json.dumps(full_div)}")
-                train_mode(model)  # the division pass left the model in eval mode
-            if batched:
-                rows = row_batches[b]
-            else:
-                rows = rows_all[b * cfg.batch_size : (b + 1) * cfg.batch_size] if nb > 1 else rows_all
-            loss, st = batch_loss(model, cfg, sp, train, rows, ep, labels_row, state["quantiles"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, LOG_SCALE_MAX)
-            if ema is not None:
-                ema.update(model)
-            for k in ("main", "aff", "unif", "curr", "hash"):
-                if k in st:
-                    sums[k] = sums.get(k, 0.0) + st[k]
-            seen.append(rows)
-            pl.append(st["per_pair"].numpy())
-            grp.append(st["group"].numpy())
-            wts.append(st["weight"].numpy())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        seen_a, pl_a, grp_a, w_a = map(np.concatenate, (seen, pl, grp, wts))
+        ep_out = train_one_epoch(ctx, ep, rng, state["quantiles"])
+        nb, sums, st, full_div = ep_out.n_batches, ep_out.loss_sums, ep_out.last_stats, ep_out.full_division
+        seen_a, pl_a, grp_a, w_a = ep_out.rows, ep_out.per_pair, ep_out.group, ep_out.weight
         state["quantiles"] = (float(np.quantile(pl_a, cfg.q1)), float(np.quantile(pl_a, cfg.q2)))
         train_s = time.time() - t0
         vm = evaluate_split(model, val)

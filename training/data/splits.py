@@ -1,4 +1,6 @@
-"""A validation split that looks like test (issue 17).
+"""Data splits for training: the :class:`Split` container (rows grouped by image, with their trunk caches),
+``load_splits`` (train / validation per the config, optional noise injection) and a validation split that looks
+like test (issue 17).
 
 RSICD's ``val`` is unlike its ``test``: 54 % of val images have five identical captions (2 of 1,027 test images)
 and 40 % of val caption rows occur verbatim in train (10.6 % of test rows), so selecting on it is weak. The
@@ -13,8 +15,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
-from training.data.readers import CaptionRecord
+import numpy as np
+import torch
+
+from training.config import TrainConfig, resolve_path
+from training.data.noise import inject_noise
+from training.data.readers import CaptionRecord, read_dataset
+from training.data.scene_classes import class_index, resolve_scene_classes
 
 
 def normalise_caption(caption: str) -> str:
@@ -80,3 +89,83 @@ def split_stats(rows: Sequence[CaptionRecord], train_rows: Sequence[CaptionRecor
         ),
         "mean_distinct_captions": round(sum(len(c) for c in caps.values()) / n, 3),
     }
+
+
+class Split:
+    """Rows of one split grouped by image, with cached trunk features.
+
+    ``source_rows``: the rows whose files/texts the trunk caches are computed for (default: ``rows``). A holdout
+    validation split and the remaining train split both point at the full train split, so they share its cache.
+    """
+
+    def __init__(self, rows: list[CaptionRecord], image_root: Path, source_rows: list[CaptionRecord] | None = None):
+        self.rows = rows
+        self.files = list(dict.fromkeys(r.filename for r in rows))
+        pos = {f: i for i, f in enumerate(self.files)}
+        self.row_img = np.array([pos[r.filename] for r in rows], dtype=np.int64)
+        self.texts = sorted({r.caption for r in rows})  # order-free: noisy variants share the text cache
+        tpos = {t: i for i, t in enumerate(self.texts)}
+        self.row_txt = np.array([tpos[r.caption] for r in rows], dtype=np.int64)
+        self.image_root = image_root
+        src = source_rows if source_rows is not None else rows
+        self.source_files = list(dict.fromkeys(r.filename for r in src))
+        self.source_texts = sorted({r.caption for r in src})
+
+    def attach_caches(self, img_cache: dict, txt_cache: dict) -> None:
+        """Select this split's images/texts from caches computed over ``source_files`` / ``source_texts``."""
+        if self.source_files == self.files:
+            self.cache = img_cache
+        else:
+            fpos = {f: i for i, f in enumerate(self.source_files)}
+            idx = torch.tensor([fpos[f] for f in self.files])
+            self.cache = {k: v[idx] for k, v in img_cache.items()}
+        if self.source_texts == self.texts:
+            self.tcache = txt_cache
+        else:
+            tpos = {t: i for i, t in enumerate(self.source_texts)}
+            idx = torch.tensor([tpos[t] for t in self.texts])
+            self.tcache = {k: v[idx] for k, v in txt_cache.items()}
+
+    def distinct_caption_rows(self) -> list[np.ndarray]:
+        """Per image, its caption rows with distinct texts (first row of each text)."""
+        out: list[list[int]] = [[] for _ in self.files]
+        seen: set[tuple[int, int]] = set()
+        for j, (i, t) in enumerate(zip(self.row_img, self.row_txt, strict=True)):
+            if (int(i), int(t)) not in seen:
+                seen.add((int(i), int(t)))
+                out[int(i)].append(j)
+        return [np.array(v, dtype=np.int64) for v in out]
+
+
+def _spread_subset(rows: list[CaptionRecord], n_images: int, max_rows: int | None) -> list[CaptionRecord]:
+    """Rows of ``n_images`` images spread evenly over the file list (covers many classes); at most
+    max_rows.
+    """
+    files = list(dict.fromkeys(r.filename for r in rows))
+    step = max(1, len(files) // max(1, n_images))
+    keep = set(files[::step][:n_images])
+    sub = [r for r in rows if r.filename in keep]
+    return sub[:max_rows] if max_rows else sub
+
+
+def load_splits(cfg: TrainConfig) -> tuple[Split, Split, list[str], object]:
+    path = resolve_path(cfg.data_json)
+    root = Path(cfg.image_root) if cfg.image_root else path.parent / "images"
+    train = resolve_scene_classes(read_dataset(path, (cfg.train_split,)))
+    if cfg.max_train_pairs:
+        train = _spread_subset(train, max(1, cfg.max_train_pairs // 5), cfg.max_train_pairs)
+    source = None
+    if cfg.val_holdout_images > 0:
+        source = train
+        train, val = holdout_split(
+            train, cfg.val_holdout_images, cfg.val_holdout_min_captions, cfg.val_holdout_max_shared_rows
+        )
+    else:
+        val = resolve_scene_classes(read_dataset(path, (cfg.val_split,)))
+        if cfg.max_val_images:
+            val = _spread_subset(val, cfg.max_val_images, None)
+    report = None
+    if cfg.noise_rate > 0:
+        train, report = inject_noise(train, cfg.noise_rate, cfg.noise_seed)
+    classes, _ = class_index(train)
+    return Split(train, root, source), Split(val, root, source), classes, report

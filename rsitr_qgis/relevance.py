@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from qgis.core import Qgis
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QBrush, QColor
+from qgis.PyQt.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from qgis.PyQt.QtWidgets import QAbstractItemView, QFileDialog, QHBoxLayout, QLabel, QMenu, QPushButton
 
 from .client import EngineClient, run_async
@@ -32,8 +32,24 @@ from .similar_requests import (
     TileRef,
 )
 
-MARK_TEXT = {True: "\u2713 yes  ", False: "\u2717 no  "}
-MARK_COLOUR = {True: QColor(26, 152, 80, 60), False: QColor(215, 48, 39, 60)}
+MARK_ROLE = Qt.ItemDataRole.UserRole + 1  # "yes" / "no" on a results list item
+MARK_NAME = {True: "yes", False: "no"}
+MARK_SYMBOL = {True: "\u2713", False: "\u2717"}
+MARK_COLOUR = {True: QColor(26, 152, 80), False: QColor(215, 48, 39)}
+_ICONS: dict = {}
+
+
+def mark_icon(value: bool) -> QIcon:
+    """A small green check / red cross (kept when the panel rewrites an item's text with its description)."""
+    if value not in _ICONS:
+        pix = QPixmap(16, 16)
+        pix.fill(MARK_COLOUR[value])
+        painter = QPainter(pix)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(pix.rect(), Qt.AlignmentFlag.AlignCenter, MARK_SYMBOL[value])
+        painter.end()
+        _ICONS[value] = QIcon(pix)
+    return _ICONS[value]
 
 
 @dataclass(frozen=True)
@@ -151,12 +167,13 @@ class RelevanceController(QObject):
         for i in range(lst.count()):
             item = lst.item(i)
             res = item.data(Qt.ItemDataRole.UserRole) or {}
-            text = item.text()
-            for prefix in MARK_TEXT.values():
-                text = text.removeprefix(prefix)
             mark = self.marks.get((str(res.get("store_id")), int(res.get("tile_id", -1))))
-            item.setText((MARK_TEXT[mark] if mark is not None else "") + text)
-            item.setBackground(QBrush(MARK_COLOUR[mark]) if mark is not None else QBrush())
+            item.setData(MARK_ROLE, MARK_NAME.get(mark))
+            item.setIcon(mark_icon(mark) if mark is not None else QIcon())
+            tint = QColor(MARK_COLOUR[mark]) if mark is not None else None
+            if tint is not None:
+                tint.setAlpha(60)
+            item.setBackground(QBrush(tint) if tint is not None else QBrush())
 
     def _on_results(self, _layer, error: str) -> None:
         if not self._own_ranking and not error:  # a text search from the panel

@@ -204,7 +204,143 @@ def run():
         canvas_distinct_colours=len(colours),
     )
     assert len(colours) > 20, f"map area looks blank ({len(colours)} colours)"
+    find_similar_workflow(plugin, dock, canvas, raster)
     REPORT["ok"] = True
+
+
+def wait_ranking(dock, start, what):
+    """Run ``start()`` (a find-similar or refine action) and wait for the panel to draw its result layer."""
+    got = []
+    on_done = lambda layer, err: got.append((layer, err))  # noqa: E731
+    dock.searchFinished.connect(on_done)
+    start()
+    wait(lambda: got, 120, what)
+    dock.searchFinished.disconnect(on_done)
+    layer, err = got[0]
+    assert err == "" and layer is not None, f"{what}: {err}"
+    return layer
+
+
+def ranks_of(dock, keys):
+    """Rank of each (store, tile) in the panel's results; len(results) + 1 for a tile below the top k."""
+    order = [(r["store_id"], r["tile_id"]) for r in dock.results]
+    return [order.index(k) + 1 if k in order else len(order) + 1 for k in keys]
+
+
+def find_similar_workflow(plugin, dock, canvas, raster):
+    """Issue 20 through the plugin: find similar from the results list's context menu and from the canvas
+    right-click, yes/no marks, two refine rounds, a score map layer, screenshot docs/find_similar.png."""
+    from qgis.core import QgsCoordinateTransform
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+    from qgis.PyQt.QtWidgets import QMenu
+
+    rel = dock.relevance
+    lst = dock.results_list
+    lst.clearSelection()
+    lst.item(1).setSelected(True)
+    example = lst.item(1).data(Qt.ItemDataRole.UserRole)
+    menu = rel.build_list_menu()
+    action = next(a for a in menu.actions() if a.objectName() == "rsitr_find_similar")
+    layer = wait_ranking(dock, action.trigger, "find similar (results list)")
+    first = dock.results[0]
+    step(
+        "found similar",
+        layer=layer.name(),
+        example_tile=example["tile_id"],
+        first_tile=first["tile_id"],
+        first_score=first["score"],
+        scores=[r["score"] for r in dock.results[:5]],
+    )
+    assert first["score"] > 0.99 and first["score"] == max(r["score"] for r in dock.results)
+
+    # the canvas right-click entry (the plugin's describe controller adds it to QGIS's canvas menu)
+    target = dock.results[2]
+    from rsitr_qgis.results_layer import crs_of, geometry_from_geojson
+
+    centre = geometry_from_geojson(target["geometry"]).centroid().asPoint()
+    tr = QgsCoordinateTransform(crs_of(target), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    pixel = canvas.getCoordinateTransform().transform(tr.transform(centre))
+    event = QgsMapMouseEvent(
+        canvas, QEvent.Type.MouseButtonPress, QPoint(int(pixel.x()), int(pixel.y())), Qt.MouseButton.RightButton
+    )
+    menu = QMenu(canvas)
+    canvas.contextMenuAboutToShow.emit(menu, event)
+    names = [a.text() for a in menu.actions()]
+    action = next(a for a in menu.actions() if a.objectName() == "rsitr_find_similar_here")
+    layer = wait_ranking(dock, action.trigger, "find similar (canvas right-click)")
+    step(
+        "found similar here",
+        menu=names,
+        layer=layer.name(),
+        clicked_tile=target["tile_id"],
+        first_tile=dock.results[0]["tile_id"],
+        first_score=dock.results[0]["score"],
+    )
+    assert dock.results[0]["score"] > 0.99
+
+    # marks: the two best as yes, the two worst as no; two refine rounds
+    dock.query_edit.setText(CONFIG["queries"][0])
+    n = lst.count()
+    yes = [dock.results[0], dock.results[1]]
+    no = [dock.results[n - 1], dock.results[n - 2]]
+    for res in yes:
+        rel.mark(res, True)
+    for res in no:
+        rel.mark(res, False)
+    keys = [(r["store_id"], r["tile_id"]) for r in yes + no]
+    refined = wait_ranking(dock, rel.refine, "refine round 1")
+    step("refined 1", layer=refined.name(), ranks_yes_no=ranks_of(dock, keys), marks=rel.marks_label.text())
+    extra = next(r for r in dock.results[2:] if (r["store_id"], r["tile_id"]) not in rel.marks)
+    rel.mark(extra, False)
+    keys.append((extra["store_id"], extra["tile_id"]))
+    refined = wait_ranking(dock, rel.refine, "refine round 2")
+    ranks = ranks_of(dock, keys)
+    step("refined 2", layer=refined.name(), ranks_yes_no=ranks, marks=rel.marks_label.text())
+    assert max(ranks[:2]) < min(ranks[2:]), ranks
+
+    maps = []
+    rel.scoreMapFinished.connect(lambda lyr, err: maps.append((lyr, err)))
+    rel.score_map()
+    wait(lambda: maps, 120, "score map")
+    smap, err = maps[0]
+    assert err == "" and smap is not None, err
+    step(
+        "score map",
+        layer=smap.name(),
+        renderer=smap.renderer().type(),
+        size=[smap.width(), smap.height()],
+        min=rel.last_scoremap["min"],
+        max=rel.last_scoremap["max"],
+        kind=rel.last_scoremap["kind"],
+    )
+    assert smap.renderer().type() == "singlebandpseudocolor"
+
+    # screenshot: score map over the raster, the refined tiles and the marks, marks in the panel's list
+    root = QgsProject.instance().layerTreeRoot()
+    for lyr in QgsProject.instance().mapLayers().values():
+        keep = lyr.id() in (raster.id(), smap.id(), refined.id()) or lyr.name() == "RSITR marks"
+        root.findLayer(lyr.id()).setItemVisibilityChecked(keep)
+    extent = canvas.mapSettings().layerExtentToOutputExtent(refined, refined.extent())  # around the best tiles
+    extent.scale(1.6)
+    canvas.setExtent(extent)
+    wait_render(canvas)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    path = os.environ.get("RSITR_SIMILAR_SCREENSHOT") or os.path.join(
+        os.path.dirname(CONFIG["screenshot"]), "find_similar.png"
+    )
+    iface.mainWindow().grab().save(path, "PNG")
+    img = canvas.grab().toImage()
+    colours = {
+        img.pixel(x, y)
+        for y in range(0, img.height(), max(1, img.height() // 40))
+        for x in range(0, img.width(), max(1, img.width() // 40))
+    }
+    step("find similar screenshot", path=path, canvas_distinct_colours=len(colours))
+    assert len(colours) > 20, f"map area looks blank ({len(colours)} colours)"
 
 
 def main():

@@ -38,3 +38,13 @@ def test_desktop_qgis_indexes_searches_and_screenshots(tmp_path, shared, plugin_
     searched = next(s for s in data["steps"] if s["name"] == "searched")
     assert searched["n_features"] > 0 and all(isinstance(s, float) for s in searched["scores"])
     assert shot.stat().st_size > 10_000
+    # issue 20: find similar from the results list and the canvas right-click, two refine rounds, a styled score map
+    steps = {s["name"]: s for s in data["steps"]}
+    assert steps["found similar"]["first_score"] > 0.99 and steps["found similar here"]["first_score"] > 0.99
+    assert "RSITR: find similar tiles here" in steps["found similar here"]["menu"]
+    assert steps["refined 1"]["layer"].endswith("(refined)") and steps["refined 2"]["layer"].endswith("(refined)")
+    yes_no = steps["refined 2"]["ranks_yes_no"]
+    assert max(yes_no[:2]) < min(yes_no[2:])
+    smap = steps["score map"]
+    assert smap["renderer"] == "singlebandpseudocolor" and smap["kind"] == "feedback" and 0 <= smap["min"] < smap["max"]
+    assert steps["find similar screenshot"]["canvas_distinct_colours"] > 20

@@ -23,6 +23,7 @@ from rsitr_qgis.describe_tool import DescribeController
 from rsitr_qgis.dock import SearchDock
 from rsitr_qgis.errors import EngineError
 from rsitr_qgis.marks_layer import MARKS_PROPERTY
+from rsitr_qgis.relevance import MARK_ROLE
 from rsitr_qgis.scoremap_layer import SCOREMAP_PROPERTY
 from rsitr_qgis.similar_requests import FeedbackRequest, LikeRequest, ScoreMapRequest, TileRef
 from tests.plugin.conftest import make_rgb_geotiff, wait_until
@@ -125,8 +126,9 @@ def test_find_similar_marks_refine_scoremap_labels(dock, manager, similar_raster
     trigger(rel.build_list_menu(), "rsitr_mark_yes")
     select_rows(dock, [N_TILES - 1, N_TILES - 2])
     trigger(rel.build_list_menu(), "rsitr_mark_no")
-    assert dock.results_list.item(0).text().startswith("\u2713 yes")
-    assert dock.results_list.item(N_TILES - 1).text().startswith("\u2717 no")
+    assert dock.results_list.item(0).data(MARK_ROLE) == "yes" and not dock.results_list.item(0).icon().isNull()
+    assert dock.results_list.item(N_TILES - 1).data(MARK_ROLE) == "no"
+    assert dock.results_list.item(2).data(MARK_ROLE) is None and dock.results_list.item(2).icon().isNull()
     assert "2 yes, 2 no" in rel.marks_label.text()
     marks = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.customProperty(MARKS_PROPERTY)]
     assert len(marks) == 1 and marks[0].featureCount() == 4
@@ -142,7 +144,7 @@ def test_find_similar_marks_refine_scoremap_labels(dock, manager, similar_raster
     )
     scores = [r["score"] for r in dock.results]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
-    marked_rows = [i for i in range(dock.results_list.count()) if dock.results_list.item(i).text()[0] in "\u2713\u2717"]
+    marked_rows = [i for i in range(dock.results_list.count()) if dock.results_list.item(i).data(MARK_ROLE)]
     assert len(marked_rows) == 4
     third = next(r for r in dock.results if (r["store_id"], r["tile_id"]) not in rel.marks)
     rel.mark(third, False)

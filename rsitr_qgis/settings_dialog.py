@@ -40,7 +40,7 @@ class SettingsDialog(QDialog):
         form.addRow("Mode", self.mode)
         self.interpreter = QgsFileWidget()
         self.interpreter.setFilePath(settings.get("interpreter"))
-        self.interpreter.lineEdit().setPlaceholderText(default_interpreter())
+        self.interpreter.lineEdit().setPlaceholderText(default_interpreter(engine_dir=settings.engine_dir()))
         form.addRow("Engine Python", self.interpreter)
         self.model_dir = QgsFileWidget()
         self.model_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)

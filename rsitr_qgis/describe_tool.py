@@ -106,9 +106,44 @@ class DescribeController:
 
     def _on_context_menu(self, menu, event) -> None:
         point = event.mapPoint()
-        action = menu.addAction("RSITR: find similar tiles here")
-        action.setObjectName("rsitr_find_similar_here")
-        action.triggered.connect(lambda _checked=False, p=point: self.find_similar_at(p))
+        for name, text, slot in (
+            ("rsitr_find_similar_here", "RSITR: find similar tiles here", self.find_similar_at),
+            ("rsitr_mark_yes_here", "RSITR: mark tile here yes (relevant)", lambda p: self.mark_at(p, True)),
+            ("rsitr_mark_no_here", "RSITR: mark tile here no (not relevant)", lambda p: self.mark_at(p, False)),
+        ):
+            action = menu.addAction(text)
+            action.setObjectName(name)
+            action.triggered.connect(lambda _checked=False, p=point, f=slot: f(p))
+
+    def mark_at(self, point: QgsPointXY, value: bool) -> bool:
+        """Mark the indexed tile under ``point`` (canvas CRS) yes/no for relevance feedback (found via /describe)."""
+        layer = pick_raster_layer(self.canvas, point, self.iface.activeLayer())
+        dock = self.search_dock()
+        if layer is None or dock is None:
+            self._error("RSITR mark: no raster file under the clicked point")
+            return False
+        path, _why = raster_source_path(layer)
+        p = point_in_layer_crs(self.canvas, point, layer)
+
+        def done(result, error):
+            if not error and result.get("tile_id") is None:
+                error = "the raster is not indexed: index it first"
+            if error:
+                self._error(f"RSITR mark: {error}")
+                return
+            dock.relevance.mark(result, value)
+
+        def ready(conn, error):
+            if error:
+                self._error(error)
+                return
+            request = DescribeRequest.at_point(path, p.x(), p.y(), top=1)
+            run_async("RSITR mark tile", lambda: EngineClient(conn).describe(request), done)
+
+        if self.manager.add_root_for(path):
+            self.manager.stop()
+        self.manager.ensure_async(ready)
+        return True
 
     def search_dock(self):
         if self.dock is None:

@@ -272,9 +272,10 @@ class SearchDock(QgsDockWidget):
         self._index_done("cancelled", "indexing cancelled")
 
     def stop_jobs(self) -> None:
-        """Cancel a running index job (plugin unload)."""
+        """Cancel a running index job and remove the panel's map tools (plugin unload)."""
         if self.index_task is not None:
             self.cancel_index()
+        self.relevance.unload()
 
     def _index_done(self, state: str, error: str, job: dict | None = None) -> None:
         self._index_starting = False

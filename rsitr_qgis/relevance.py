@@ -8,6 +8,7 @@ list, style and descriptions).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from qgis.PyQt.QtWidgets import QAbstractItemView, QFileDialog, QHBoxLayout, QLabel, QMenu, QPushButton
 
+from .area_tool import AreaMapTool
 from .client import EngineClient, run_async
 from .errors import EngineError
 from .marks_layer import update_marks_layer
@@ -28,6 +30,7 @@ from .similar_requests import (
     LabelsSaveRequest,
     LikeRequest,
     PointRef,
+    PolygonRef,
     ScoreMapRequest,
     TileRef,
 )
@@ -97,9 +100,20 @@ class RelevanceController(QObject):
         self.load_button.clicked.connect(lambda: self.load_labels())
         for b in (self.refine_button, self.scoremap_button, self.save_button, self.load_button):
             row.addWidget(b)
-        self.marks_label = QLabel("")
         self.dock.widget().layout().addLayout(row)
-        self.dock.widget().layout().addWidget(self.marks_label)
+        row = QHBoxLayout()
+        self.marks_label = QLabel("")
+        self.marks_label.setWordWrap(True)
+        self.area_button = QPushButton("Similar to area\u2026")
+        self.area_button.setCheckable(True)
+        self.area_button.setToolTip(
+            "Draw a polygon on the map (click the corners, right-click to close it): find tiles like those it covers"
+        )
+        self.area_button.toggled.connect(self._toggle_area_tool)
+        self.area_tool: AreaMapTool | None = None
+        row.addWidget(self.marks_label, 1)
+        row.addWidget(self.area_button)
+        self.dock.widget().layout().addLayout(row)
         self._update_counts()
 
     def _list_menu(self, pos) -> None:
@@ -234,6 +248,35 @@ class RelevanceController(QObject):
     def find_similar_at(self, raster: str, x: float, y: float, crs: str | None = None) -> None:
         """The tile under a point of ``raster`` (in ``crs``, default the raster CRS) as the example."""
         self.find_similar([PointRef(raster, x, y, crs)])
+
+    def _toggle_area_tool(self, on: bool) -> None:
+        canvas = self.dock.iface.mapCanvas() if self.dock.iface is not None else None
+        if canvas is None:
+            return
+        if on:
+            if self.area_tool is None:
+                self.area_tool = AreaMapTool(canvas, self.find_similar_area)
+            canvas.setMapTool(self.area_tool)
+        elif self.area_tool is not None and canvas.mapTool() is self.area_tool:
+            canvas.unsetMapTool(self.area_tool)
+
+    def find_similar_area(self, geometry, crs=None) -> None:
+        """Rank the panel raster's tiles by similarity to the tiles ``geometry`` covers (default: canvas CRS)."""
+        if crs is None and self.dock.iface is not None:
+            crs = self.dock.iface.mapCanvas().mapSettings().destinationCrs()
+        self.area_button.setChecked(False)
+        raster = self.dock.current_raster()
+        if raster is None:
+            return
+        crs_text = (crs.authid() or crs.toWkt()) if crs is not None and crs.isValid() else None
+        self.find_similar([PolygonRef(raster, json.loads(geometry.asJson()), crs_text)])
+
+    def unload(self) -> None:
+        """Remove the area tool from the canvas (plugin unload)."""
+        if self.area_tool is not None:
+            self.area_button.setChecked(False)
+            self.area_tool.unload()
+            self.area_tool = None
 
     def query_text(self) -> str | None:
         return self.dock.query_edit.text().strip() or self.labels_query or None

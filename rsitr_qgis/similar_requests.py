@@ -2,12 +2,13 @@
 one frozen dataclass per endpoint with ``PATH`` and ``to_json()``; construction validates, so bad input is an
 ``EngineError`` (one line) before anything goes over the network.
 
-Tiles are referred to as ``TileRef`` (a store's tile) or ``PointRef`` (the tile under a point of a raster file).
+Tiles are referred to as ``TileRef`` (a store's tile), ``PointRef`` (the tile under a point of a raster file) or
+``PolygonRef`` (the tiles an area covers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .engine_requests import MAX_K, MAX_QUERY_CHARS
@@ -38,6 +39,21 @@ class PointRef:
 
     def to_json(self) -> dict:
         body = {"raster": self.raster, "x": float(self.x), "y": float(self.y)}
+        if self.crs:
+            body["crs"] = self.crs
+        return body
+
+
+@dataclass(frozen=True)
+class PolygonRef:
+    """The tiles of ``raster`` that a polygon (GeoJSON geometry in ``crs``, default the raster's CRS) covers."""
+
+    raster: str
+    polygon: dict = field(hash=False)
+    crs: str | None = None
+
+    def to_json(self) -> dict:
+        body = {"raster": self.raster, "polygon": self.polygon}
         if self.crs:
             body["crs"] = self.crs
         return body
@@ -94,6 +110,8 @@ class LikeRequest:
         """The result layer's name."""
         if len(self.examples) == 1 and isinstance(self.examples[0], TileRef):
             return f"similar to tile {self.examples[0].tile_id}"
+        if len(self.examples) == 1 and isinstance(self.examples[0], PolygonRef):
+            return "similar to the drawn area"
         n = len(self.examples)
         return f"similar to {n} tile{'s' if n != 1 else ''}"
 

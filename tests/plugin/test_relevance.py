@@ -206,7 +206,11 @@ def test_canvas_right_click_finds_similar(dock, manager, similar_raster, qgis_if
         event = MagicMock()
         event.mapPoint.return_value = p
         ctl._on_context_menu(menu, event)
-        assert [a.text() for a in menu.actions()] == ["RSITR: find similar tiles here"]
+        assert [a.objectName() for a in menu.actions()] == [
+            "rsitr_find_similar_here",
+            "rsitr_mark_yes_here",
+            "rsitr_mark_no_here",
+        ]
         dock.k_spin.setValue(5)
         found = wait_ranking(dock, lambda: trigger(menu, "rsitr_find_similar_here"), "find similar here")
         assert found.name() == "RSITR: similar to 1 tile"
@@ -214,6 +218,28 @@ def test_canvas_right_click_finds_similar(dock, manager, similar_raster, qgis_if
         assert best == pytest.approx(1, abs=2e-3)
         assert 5 in [r["tile_id"] for r in dock.results if r["score"] == best]
         assert not ctl.find_similar_at(QgsPointXY(0, 0)) and "no raster file" in ctl.last_error
+        # mark the tile under the point from the map: found through /describe, shown in the list and the layer
+        dock.relevance.clear_marks()
+        trigger(menu, "rsitr_mark_no_here")
+        wait_until(lambda: dock.relevance.marks or ctl.last_error.startswith("RSITR mark"), 60, "mark here")
+        store = dock.results[0]["store_id"]
+        assert dock.relevance.marks == {(store, 5): False}, ctl.last_error
+        row = next(i for i, r in enumerate(dock.results) if r["tile_id"] == 5)
+        assert dock.results_list.item(row).data(MARK_ROLE) == "no"
+        assert not ctl.mark_at(QgsPointXY(0, 0), True)
+
+        # "Similar to area…": the map tool's polygon (canvas CRS) covering most of tile 6 (x 512..768, y 256..512)
+        rel = dock.relevance
+        rel.area_button.setChecked(True)
+        assert canvas.mapTool() is rel.area_tool
+        to_canvas = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+        for px, py in ((530, 270), (750, 270), (750, 500), (530, 500)):
+            rel.area_tool.add_vertex(to_canvas.transform(QgsPointXY(410000.0 + px, 5010000.0 - py)))
+        area = wait_ranking(dock, rel.area_tool.finish, "similar to area")
+        assert area.name() == "RSITR: similar to the drawn area" and not rel.area_button.isChecked()
+        best = dock.results[0]["score"]
+        assert best == pytest.approx(1, abs=2e-3)
+        assert 6 in [r["tile_id"] for r in dock.results if r["score"] == best]
         menu.deleteLater()
     finally:
         ctl.unload()

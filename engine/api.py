@@ -61,7 +61,10 @@ class SearchRequest(Strict):
     k: int = Field(20, ge=1, le=1000)
     threshold: float | None = Field(None, ge=-1, le=1)
     aoi: dict[str, Any] | None = None
+    bbox: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(None, min_length=4, max_length=4)
     model: Annotated[str, Field(max_length=200)] | None = None
+    nprobe: int | None = Field(None, ge=1, le=65536)
+    catalog: Annotated[str, Field(max_length=64)] | None = None
 
     @field_validator("query")
     @classmethod
@@ -88,6 +91,26 @@ class SearchResponse(BaseModel):
     query: str
     took_ms: float
     results: list[SearchResult]
+    catalog: str | None = None
+
+
+class CatalogRequest(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    sources: list[PathStr] = Field(min_length=1, max_length=10_000)
+    model: Annotated[str, Field(max_length=200)] | None = None
+    tile: int = Field(256, ge=16, le=4096)
+    stride: int | None = Field(None, ge=1, le=4096)
+    bands: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(None, min_length=1, max_length=3)
+    gsd: float | None = Field(None, gt=0, le=100_000)
+    max_invalid: float = Field(0.5, ge=0, le=1)
+
+
+def bbox_polygon(bbox: list[float]) -> dict:
+    """``[w, s, e, n]`` (EPSG:4326) as a GeoJSON polygon."""
+    w, s, e, n = bbox
+    if not (w < e and s < n):
+        raise BadInput("bbox must be [west, south, east, north] with west < east and south < north")
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
 class DescribeRequest(Strict):
@@ -229,14 +252,44 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
 
     @app.get("/stores")
     def stores() -> dict:
-        from engine.store import list_stores
-
         return {
             "stores": [
                 {k: s[k] for k in ("store_id", "raster", "model", "n_tiles", "state", "bytes")}
-                for s in list_stores(engine.root)
+                for s in engine.list_stores()
             ]
         }
+
+    @app.get("/catalogs")
+    def catalogs() -> dict:
+        return {"catalogs": engine.catalogs()}
+
+    @app.post("/catalogs", status_code=202, response_model=JobAccepted)
+    def index_catalog(req: CatalogRequest) -> dict:
+        from engine.catalog import check_name, resolve_sources
+
+        check_name(req.name)
+        sources = [check_raster_path(s, roots) if not Path(s).is_dir() else _check_dir(s) for s in req.sources]
+        for r in resolve_sources(sources):  # every raster a list or STAC file names must be allowed too
+            check_raster_path(str(r), roots)
+        engine.encoder(req.model)
+        params = IndexParams(
+            tile=req.tile, stride=req.stride, bands=req.bands, gsd=req.gsd, max_invalid=req.max_invalid
+        )
+
+        def run(job) -> str:
+            def progress(done: int, total: int) -> None:
+                job.done, job.total = done, total
+
+            engine.index_many(sources, req.name, params, req.model, progress, job.cancel)
+            return None
+
+        return {"job_id": jobs.submit(f"catalog:{req.name}", run).job_id}
+
+    def _check_dir(path: str) -> Path:
+        real = Path(os.path.realpath(os.path.expanduser(path)))
+        if not any(real == r or real.is_relative_to(r) for r in roots):
+            raise Forbidden(f"path is outside the allowed roots: {path}")
+        return real
 
     @app.post("/index", status_code=202, response_model=JobAccepted)
     def index(req: IndexRequest) -> dict:
@@ -265,7 +318,14 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
     @app.post("/search", response_model=SearchResponse)
     def search(req: SearchRequest) -> dict:
         rasters = [check_raster_path(r, roots) for r in req.rasters or []]
-        return engine.search(req.query, rasters, req.stores or [], req.k, req.threshold, req.aoi, req.model)
+        aoi = req.aoi
+        if req.bbox is not None:
+            if aoi is not None:
+                raise BadInput("give aoi or bbox, not both")
+            aoi = bbox_polygon(req.bbox)
+        return engine.search(
+            req.query, rasters, req.stores or [], req.k, req.threshold, aoi, req.model, req.nprobe, req.catalog
+        )
 
     @app.post("/describe", response_model=DescribeResponse)
     def describe(req: DescribeRequest) -> dict:

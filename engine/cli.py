@@ -20,7 +20,8 @@ def _engine(args, need_model: bool = True):
     from engine.config import require_model_dir
     from engine.service import Engine
 
-    model = require_model_dir(args.model) if need_model else (Path(args.model) if args.model else None)
+    given = getattr(args, "model", None)  # commands without --model (stores, catalogs) use the models folder
+    model = require_model_dir(given) if need_model else (Path(given) if given else None)
     return Engine(default_model=model, caption_bank=getattr(args, "captions", None))
 
 
@@ -84,7 +85,7 @@ def cmd_index(args) -> int:
         "provider": res.provider,
         "reused": res.reused,
         "resumed_chunks": res.resumed_chunks,
-        "ivf": res.ivf,
+        "index": res.index,
     }
     if res.n_tiles == 0 and res.n_windows:
         print(
@@ -93,7 +94,7 @@ def cmd_index(args) -> int:
             file=sys.stderr,
         )
     word = "reused existing store" if res.reused else f"{res.tiles_per_s:.1f} tiles/s on {res.provider}"
-    word += "; IVF search index built" if res.ivf else ""
+    word += f"; FAISS {res.index} search index" if res.index != "flat" else ""
     _emit(
         args,
         data,
@@ -115,9 +116,18 @@ def cmd_search(args) -> int:
     aoi = None
     if args.aoi:
         aoi = _read_aoi(args.aoi)
+    if args.bbox:
+        aoi = _bbox_aoi(args.bbox) if aoi is None else _bad("give --aoi or --bbox, not both")
     eng = _engine(args, need_model=bool(args.raster))
     res = eng.search(
-        args.query, rasters=args.raster or [], store_ids=args.store or [], k=args.k, threshold=args.threshold, aoi=aoi
+        args.query,
+        rasters=args.raster or [],
+        store_ids=args.store or [],
+        k=args.k,
+        threshold=args.threshold,
+        aoi=aoi,
+        nprobe=args.nprobe,
+        catalog=args.catalog,
     )
     if args.out:
         from engine.search import write_results
@@ -128,6 +138,73 @@ def cmd_search(args) -> int:
         for r in res["results"]
     ]
     _emit(args, res, "\n".join(lines + [f"{len(lines)} results in {res['took_ms']:.1f} ms"]))
+    return 0
+
+
+def _bad(message: str):
+    raise BadInput(message)
+
+
+def _bbox_aoi(value: str) -> dict:
+    """``W,S,E,N`` in EPSG:4326 as a GeoJSON polygon."""
+    try:
+        w, s, e, n = (float(v) for v in value.split(","))
+    except ValueError:
+        raise BadInput(f"--bbox must be W,S,E,N in degrees, got {value!r}") from None
+    if not (w < e and s < n):
+        raise BadInput(f"--bbox must have W < E and S < N, got {value!r}")
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+def cmd_index_many(args) -> int:
+    """``index-many SOURCES... --catalog NAME``: index many rasters into one catalog searched with one index."""
+    from engine.indexer import IndexParams
+
+    eng = _engine(args)
+    params = IndexParams(
+        tile=args.tile, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd, max_invalid=args.max_invalid
+    )
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and not args.quiet:
+            print(f"index-many: {done}/{total} rasters", file=sys.stderr, flush=True)
+
+    rebuild = True if args.rebuild else None
+    m = eng.index_many(args.sources, args.catalog, params, progress=progress, rebuild=rebuild)
+    kind = next((c["index"] for c in eng.catalogs() if c["name"] == args.catalog), "flat")
+    data = {
+        "catalog": m["name"],
+        "version": m["version"],
+        "n_rasters": len(m["members"]),
+        "n_tiles": m["n_tiles"],
+        "index": kind,
+        "members": m["members"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    _emit(
+        args,
+        data,
+        f"catalog {m['name']} v{m['version']}: {len(m['members'])} rasters, {m['n_tiles']} tiles, index {kind}",
+    )
+    return 0
+
+
+def cmd_catalogs(args) -> int:
+    eng = _engine(args, need_model=False)
+    if args.action == "remove":
+        if not args.name:
+            raise BadInput("catalogs remove needs a catalog name (see `catalogs list`)")
+        eng.remove_catalog(args.name)
+        _emit(args, {"removed": args.name}, f"removed catalog {args.name}")
+        return 0
+    rows = eng.catalogs()
+    lines = [
+        f"{c['name']:<20} v{c['version']:<4} {c['n_rasters']:>5} rasters {c['n_tiles']:>10} tiles  index {c['index']}"
+        f"  {c['model']}"
+        for c in rows
+    ] or ["no catalogs"]
+    _emit(args, {"catalogs": rows}, "\n".join(lines))
     return 0
 
 
@@ -207,47 +284,28 @@ def cmd_info(args) -> int:
 
 
 def _optimize(args) -> int:
-    """``stores optimize``: build the IVF search index of large complete stores (``--force``: any size)."""
-    from engine.config import stores_dir
-    from engine.errors import NotFound
-    from engine.ivf import ensure_ivf
-    from engine.store import check_store_id, list_stores, store_lock
-
+    """``stores optimize``: build the FAISS IVF index of large complete stores (``--force``: any size)."""
     if not args.ids and not args.all:
         raise BadInput("stores optimize needs store ids or --all")
-    root = stores_dir()
-    known = {s["store_id"]: s for s in list_stores(root, sizes=False)}
-    ids = sorted(s for s in known if known[s]["state"] == "complete") if args.all else args.ids
-    for sid in ids:
-        if check_store_id(sid) not in known:
-            raise NotFound(f"unknown store: {sid}")
-    out, lines = [], []
-    for sid in ids:
-        t0 = time.perf_counter()
-        s = known[sid]
-        with store_lock(root, sid):
-            ivf = ensure_ivf(root / sid, force=args.force) if s["state"] == "complete" else None
-        secs = time.perf_counter() - t0
-        out.append(
-            {"store_id": sid, "n_tiles": s["n_tiles"], "state": s["state"], "ivf_lists": ivf.n_lists if ivf else None}
-        )
-        if ivf is not None:
-            word = f"IVF index with {ivf.n_lists} lists ({secs:.1f} s)"
+    out = _engine(args, need_model=False).optimize_stores(None if args.all else args.ids, force=args.force)
+    lines = []
+    for s in out:
+        if s["index"] != "flat":
+            word = f"FAISS {s['index']} index with {s['n_lists']} lists ({s['seconds']:.1f} s)"
         else:
-            why = "small store, --force builds one" if s["state"] == "complete" else s["state"]
+            why = "small store: exact search; --force builds one" if s["state"] == "complete" else s["state"]
             word = f"no IVF index ({why})"
-        lines.append(f"{sid}  {s['n_tiles']:>9} tiles  {word}")
+        lines.append(f"{s['store_id']}  {s['n_tiles']:>9} tiles  {word}")
     _emit(args, {"stores": out}, "\n".join(lines) or "no stores")
     return 0
 
 
 def cmd_stores(args) -> int:
-    from engine.store import clear_stores, list_stores
-
     if args.action == "optimize":
         return _optimize(args)
+    eng = _engine(args, need_model=False)
     if args.action == "list":
-        stores = list_stores()
+        stores = eng.list_stores()
         lines = [
             f"{s['store_id']}  {s['state']:<9} {s['n_tiles']:>7} tiles {s['bytes'] / 1e6:8.2f} MB  "
             f"{s['model']}  {s['raster']}"
@@ -257,10 +315,7 @@ def cmd_stores(args) -> int:
     else:
         if not args.ids and not args.all and not args.stale:
             raise BadInput("stores clear needs store ids, --stale or --all")
-        if args.stale:
-            removed = clear_stores(states=("stale", "corrupted"))
-        else:
-            removed = clear_stores(None if args.all else args.ids)
+        removed = eng.clear_stores(None if args.all else args.ids, stale=args.stale)
         _emit(args, {"removed": removed}, f"removed {len(removed)} store(s)")
     return 0
 
@@ -415,9 +470,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=None, help="drop results scoring below this cosine")
     sp.add_argument("--aoi", help="GeoJSON file with an EPSG:4326 polygon")
     sp.add_argument("--out", help="write results to .geojson or .gpkg")
+    sp.add_argument("--catalog", help="search this catalog (see index-many) instead of rasters/stores")
+    sp.add_argument("--bbox", help="only tiles intersecting W,S,E,N (EPSG:4326 degrees)")
+    sp.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="IVF lists probed in large stores/catalogs (default 24; more: higher recall, slower)",
+    )
     add_like_options(sp)
     sp.set_defaults(func=cmd_search)
     add_similar_commands(sub, common)  # feedback, scoremap
+
+    sp = sub.add_parser("index-many", help="index many rasters into one catalog searched with one index")
+    common(sp)
+    sp.add_argument("sources", nargs="+", help="rasters, folders, list files (.txt) or STAC ItemCollection JSON")
+    sp.add_argument("--catalog", required=True, help="catalog name (letters, digits, _ . -)")
+    sp.add_argument("--tile", type=int, default=256, help="tile size in output pixels (default 256)")
+    sp.add_argument("--stride", type=int, default=None, help="step between tiles in output pixels (default: --tile)")
+    sp.add_argument("--bands", help="1-based band numbers, e.g. 1,2,3 or 4")
+    sp.add_argument("--gsd", type=float, default=None, help="resample to this ground resolution in metres")
+    sp.add_argument("--max-invalid", type=float, default=0.5, help="skip tiles with more invalid pixels (0..1)")
+    sp.add_argument("--rebuild", action="store_true", help="rebuild the catalog's FAISS index now")
+    sp.add_argument("--quiet", action="store_true", help="no progress lines")
+    sp.set_defaults(func=cmd_index_many)
+
+    sp = sub.add_parser("catalogs", help="list or remove catalogs")
+    common(sp, model=False)
+    sp.add_argument("action", choices=["list", "remove"], help="what to do")
+    sp.add_argument("name", nargs="?", help="remove: the catalog name")
+    sp.set_defaults(func=cmd_catalogs)
 
     sp = sub.add_parser("describe", help="describe the tile at a point")
     common(sp)
@@ -467,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ids", nargs="*", help="store ids (see `stores list`)")
     sp.add_argument("--all", action="store_true", help="clear (optimize) every store")
     sp.add_argument("--stale", action="store_true", help="clear stale and corrupted stores only")
-    sp.add_argument("--force", action="store_true", help="optimize: (re)build the IVF index whatever the store size")
+    sp.add_argument("--force", action="store_true", help="optimize: (re)build the FAISS IVF index whatever the size")
     sp.set_defaults(func=cmd_stores)
 
     sp = sub.add_parser("models", help="list, install or remove model bundles in the models folder")

@@ -16,8 +16,8 @@ from engine import __version__
 from engine.config import cache_max_bytes, stores_dir
 from engine.encoder import Encoder
 from engine.errors import BadInput, Cancelled, EngineError
+from engine.eviction import enforce_cap
 from engine.grid import Grid, GridParams
-from engine.ivf import ensure_ivf
 from engine.preprocess import prepare
 from engine.raster import (
     compute_stretch,
@@ -27,7 +27,7 @@ from engine.raster import (
     resample_scale,
     select_bands,
 )
-from engine.store import StoreWriter, enforce_cap, make_store_id, read_manifest, store_lock
+from engine.store import StoreWriter, ensure_index, make_store_id, read_manifest, store_lock
 
 Progress = Callable[[int, int], None]
 
@@ -78,16 +78,17 @@ class IndexResult:
     reused: bool = False
     resumed_chunks: int = 0
     skipped_windows: list[int] = field(default_factory=list)
-    ivf: bool = False  # the store has an IVF index (built for stores from LARGE_STORE_MIN_TILES tiles)
+    index: str = "flat"  # the store's search index: "flat" (exact), or the FAISS IVF kind built for a large store
 
 
-def _ivf(path: Path) -> bool:
-    """Build the store's IVF index when it is large enough; a failure only warns (search falls back)."""
+def _index(path: Path) -> str:
+    """Build the store's FAISS IVF index when it is large enough; a failure only warns (search stays exact)."""
     try:
-        return ensure_ivf(path) is not None
-    except (EngineError, OSError, ValueError) as exc:
-        warnings.warn(f"IVF index of {path.name} not built ({exc}); large-store search falls back", stacklevel=2)
-        return False
+        vi = ensure_index(path)
+    except (EngineError, OSError, ValueError, RuntimeError) as exc:
+        warnings.warn(f"vector index of {path.name} not built ({exc}); search stays exact", stacklevel=2)
+        return "flat"
+    return vi.meta["kind"] if vi is not None else "flat"
 
 
 def plan_index(raster: str | Path, encoder: Encoder, params: IndexParams) -> IndexPlan:
@@ -220,11 +221,11 @@ def index_raster(
             except EngineError:
                 m = {}
             if m.get("state") == "complete" and (path / "embeddings.npy").is_file():
-                ivf = _ivf(path)  # stores indexed before IVF indexes existed get one now
+                kind = _index(path)  # stores indexed before FAISS indexes existed get one now
                 if progress:
                     progress(n, n)
                 return IndexResult(
-                    plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, True, ivf=ivf
+                    plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, True, index=kind
                 )
         writer = StoreWriter(path, plan.manifest, params.chunk_tiles)
         n_chunks = (n + params.chunk_tiles - 1) // params.chunk_tiles
@@ -279,7 +280,7 @@ def index_raster(
         manifest = writer.finalize(
             n_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt, plan.info.authid, encoder.meta.embed_dim
         )
-        ivf = _ivf(path)
+        kind = _index(path)
     enforce_cap(cache_max_bytes(), keep=plan.store_id, root=root)
     secs = time.perf_counter() - t0
     return IndexResult(
@@ -292,5 +293,5 @@ def index_raster(
         embedded / secs if secs > 0 else 0.0,
         encoder.provider,
         resumed_chunks=len(done),
-        ivf=ivf,
+        index=kind,
     )

@@ -1,4 +1,5 @@
-"""Cosine top-k over tile stores: exact by default; large stores: IVF lists (engine/ivf.py), else Hamming prefilter."""
+"""Cosine top-k over tile stores and catalogs through their FAISS index (engine/faiss_index.py): exact below
+``FLAT_MAX_TILES`` tiles, IVF lists with exact re-rank above; an AOI is an ID selector inside the index search."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from engine import faiss_index
 from engine.errors import BadInput
-from engine.ivf import LARGE_STORE_MIN_TILES, search_ivf
 from engine.raster import bbox_lonlat_many
 from engine.store import Store
 
 SCAN_ROWS = 65_536
-_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 @dataclass
@@ -33,33 +33,6 @@ def exact_scores(emb: np.ndarray, q: np.ndarray) -> np.ndarray:
     for s in range(0, emb.shape[0], SCAN_ROWS):
         out[s : s + SCAN_ROWS] = np.asarray(emb[s : s + SCAN_ROWS], dtype=np.float32) @ q
     return out
-
-
-def hamming(codes: np.ndarray, qcode: np.ndarray) -> np.ndarray:
-    """Hamming distances between packed codes ``[n, B]`` and one packed code ``[B]``."""
-    out = np.empty(codes.shape[0], dtype=np.int32)
-    words = codes.shape[1] % 8 == 0
-    for s in range(0, codes.shape[0], SCAN_ROWS):
-        x = np.bitwise_xor(np.ascontiguousarray(codes[s : s + SCAN_ROWS]), qcode)
-        out[s : s + SCAN_ROWS] = _popcount64(x.view(np.uint64)).sum(axis=1) if words else _POPCOUNT8[x].sum(axis=1)
-    return out
-
-
-def _popcount64(x: np.ndarray) -> np.ndarray:
-    """SWAR popcount of uint64 words (numpy 1.x has no bitwise_count)."""
-    u = np.uint64
-    x = x - ((x >> u(1)) & u(0x5555555555555555))
-    x = (x & u(0x3333333333333333)) + ((x >> u(2)) & u(0x3333333333333333))
-    x = (x + (x >> u(4))) & u(0x0F0F0F0F0F0F0F0F)
-    return (x * u(0x0101010101010101)) >> u(56)
-
-
-def prefilter_candidates(codes: np.ndarray, qcode: np.ndarray, n_candidates: int) -> np.ndarray:
-    """Indices of the ``n_candidates`` rows with the smallest Hamming distance."""
-    dist = hamming(codes, qcode)
-    if n_candidates >= len(dist):
-        return np.arange(len(dist))
-    return np.argpartition(dist, n_candidates)[:n_candidates]
 
 
 def aoi_in_crs(aoi_geojson: dict, crs_wkt: str):
@@ -84,50 +57,37 @@ def aoi_in_crs(aoi_geojson: dict, crs_wkt: str):
     return out
 
 
+def aoi_rows(store: Store, aoi: dict) -> np.ndarray:
+    """Sorted tile ids of ``store`` whose footprint intersects an EPSG:4326 GeoJSON ``aoi``."""
+    return np.flatnonzero(shapely.intersects(aoi_in_crs(aoi, store.manifest["raster"]["crs_wkt"]), store.polygons()))
+
+
+def check_k(k: int) -> None:
+    if not 1 <= k <= 1000:
+        raise BadInput(f"k must be between 1 and 1000, got {k}")
+
+
 def search_stores(
     stores: list[Store],
     q: np.ndarray,
     k: int,
     threshold: float | None = None,
     aoi: dict | None = None,
-    qcode: np.ndarray | None = None,
-    prefilter: bool | None = None,
-    n_candidates: int | None = None,
     nprobe: int | None = None,
+    exact: bool = False,
 ) -> list[Hit]:
-    """Top-k tiles over several stores.
-
-    ``prefilter`` chooses the large-store path (None: stores from ``LARGE_STORE_MIN_TILES`` tiles; True: always;
-    False: never): the store's IVF index probing ``nprobe`` lists when it has one, else a Hamming prefilter of
-    ``n_candidates`` rows on its codes (needs ``qcode``). AOI queries are always exact."""
-    if not 1 <= k <= 1000:
-        raise BadInput(f"k must be between 1 and 1000, got {k}")
+    """Top-k tiles over several stores, each searched through its own index (a catalog searches one index over
+    many rasters: engine/catalog.py). ``exact``: ignore IVF indexes (reference scans)."""
+    check_k(k)
     hits: list[Hit] = []
     for st in stores:
-        n = st.embeddings.shape[0]
-        if n == 0:
+        if st.embeddings.shape[0] == 0:
             continue
-        large = (prefilter if prefilter is not None else n >= LARGE_STORE_MIN_TILES) and aoi is None
-        ivf = getattr(st, "ivf", None) if large else None
-        if ivf is not None:
-            scores, ids = search_ivf(ivf, q, k, nprobe, emb=st.embeddings)
-        elif large and st.codes is not None and qcode is not None:
-            cand = prefilter_candidates(st.codes, qcode, n_candidates or max(50 * k, 2000))
-            cand.sort()
-            scores = np.asarray(st.embeddings[cand], dtype=np.float32) @ q.astype(np.float32)
-            ids = cand
-        else:
-            scores = exact_scores(st.dense() if hasattr(st, "dense") else st.embeddings, q)
-            ids = np.arange(n)
-            if aoi is not None:
-                keep = shapely.intersects(aoi_in_crs(aoi, st.manifest["raster"]["crs_wkt"]), st.polygons())
-                scores, ids = scores[keep], ids[keep]
+        allowed = aoi_rows(st, aoi) if aoi is not None else None
+        scores, ids = faiss_index.search(st.rows(), q, k, st.index, nprobe, allowed, exact)
         if threshold is not None:
             keep = scores >= threshold
             scores, ids = scores[keep], ids[keep]
-        if len(scores) > k:
-            top = np.argpartition(-scores, k - 1)[:k]
-            scores, ids = scores[top], ids[top]
         hits.extend(Hit(float(s), st, int(i)) for s, i in zip(scores, ids, strict=True))
     hits.sort(key=lambda h: (-h.score, h.store.store_id, h.tile_id))
     return hits[:k]
@@ -164,25 +124,18 @@ def hit_records(hits: list[Hit]) -> list[dict]:
     return out
 
 
-def run_search(stores, encoder, query: str, k: int = 20, threshold=None, aoi=None, prefilter=None) -> dict:
+def check_model(stores, encoder) -> None:
+    for st in stores:
+        m = st.manifest["model"]
+        if m["embed_dim"] != encoder.meta.embed_dim or m["name"] != encoder.meta.name:
+            raise BadInput(f"store {st.store_id} was indexed with model {m['name']}, not {encoder.meta.name}")
+
+
+def run_search(stores, encoder, query: str, k: int = 20, threshold=None, aoi=None, nprobe=None) -> dict:
     """Text query -> response dict (``query``, ``took_ms``, ``results``)."""
     t0 = time.perf_counter()
-    for st in stores:
-        if (
-            st.manifest["model"]["embed_dim"] != encoder.meta.embed_dim
-            or st.manifest["model"]["name"] != encoder.meta.name
-        ):
-            raise BadInput(
-                f"store {st.store_id} was indexed with model {st.manifest['model']['name']}, not {encoder.meta.name}"
-            )
-    q = encoder.embed_query(query)
-    need_codes = aoi is None and any(
-        getattr(s, "ivf", None) is None
-        and (prefilter or (prefilter is None and s.embeddings.shape[0] >= LARGE_STORE_MIN_TILES))
-        for s in stores
-    )
-    qcode = encoder.text_codes(q[None])[0] if need_codes else None
-    hits = search_stores(stores, q, k, threshold, aoi, qcode, prefilter)
+    check_model(stores, encoder)
+    hits = search_stores(stores, encoder.embed_query(query), k, threshold, aoi, nprobe)
     results = hit_records(hits)
     return {"query": query, "took_ms": round((time.perf_counter() - t0) * 1000, 2), "results": results}
 
@@ -211,7 +164,7 @@ def write_results(response: dict, path: str) -> None:
     from pathlib import Path
 
     from engine import gpkg
-    from engine.store import atomic_write
+    from engine.atomic_io import atomic_write
 
     p = Path(path)
     fc = to_geojson(response)

@@ -13,14 +13,24 @@ from engine.config import model_dirs, stores_dir
 from engine.describe import CaptionBank, Vocabulary, describe_embedding
 from engine.encoder import Encoder
 from engine.errors import BadInput, Conflict, EngineError, NotFound
+from engine.faiss_index import INDEX_DIR
 from engine.grid import Grid, GridParams, Window
 from engine.indexer import IndexParams, IndexResult, index_raster
-from engine.ivf import IVF_DIR
 from engine.preprocess import prepare
 from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
 from engine.search import run_search
 from engine.similar import SimilarSearch
-from engine.store import Store, check_store_id, current_fingerprint, list_stores, open_store, read_manifest
+from engine.store import (
+    Store,
+    check_store_id,
+    clear_stores,
+    current_fingerprint,
+    ensure_index,
+    list_stores,
+    open_store,
+    read_manifest,
+    store_lock,
+)
 
 
 def _mtime_ns(path: Path) -> int:
@@ -128,7 +138,7 @@ class Engine(SimilarSearch):
         path = self.root / check_store_id(store_id)  # before any file access: ids are never paths
         try:
             st_ = (path / "embeddings.npy").stat()
-            key = (store_id, st_.st_mtime_ns, st_.st_size, _mtime_ns(path / IVF_DIR / "meta.json"))
+            key = (store_id, st_.st_mtime_ns, st_.st_size, _mtime_ns(path / INDEX_DIR / "meta.json"))
         except OSError:
             key = None
         with self._lock:
@@ -179,8 +189,15 @@ class Engine(SimilarSearch):
         threshold=None,
         aoi=None,
         model: str | None = None,
-        prefilter=None,
+        nprobe: int | None = None,
+        catalog: str | None = None,
     ) -> dict:
+        """Text search over rasters/stores (each through its own index) or one catalog (one index over all its
+        rasters); ``nprobe``: IVF lists probed (more: higher recall, slower)."""
+        if catalog:
+            if rasters or store_ids:
+                raise BadInput("search either a catalog or rasters/stores, not both")
+            return self.search_catalog(query, catalog, k, threshold, aoi, model, nprobe)
         if not rasters and not store_ids:
             raise BadInput("give at least one raster or store to search")
         self._check_model(model)
@@ -189,7 +206,111 @@ class Engine(SimilarSearch):
         if len(names) > 1:
             raise BadInput(f"stores were indexed with different models: {', '.join(sorted(names))}")
         enc = self.encoder(model) if model else self.encoder_for_store(stores[0])
-        return run_search(stores, enc, query, k, threshold, aoi, prefilter)
+        return run_search(stores, enc, query, k, threshold, aoi, nprobe)
+
+    # ------------------------------------------------------------ catalogs (engine/catalog.py)
+    def index_many(
+        self,
+        sources: list,
+        name: str,
+        params: IndexParams | None = None,
+        model: str | None = None,
+        progress=None,
+        cancel: threading.Event | None = None,
+        rebuild: bool | None = None,
+    ) -> dict:
+        """Index every raster of ``sources`` (folders, list files, STAC JSON, rasters) and make them catalog
+        ``name``; ``progress(done_rasters, total_rasters)``. Returns the catalog manifest."""
+        from engine.catalog import check_name, resolve_sources, write_catalog
+
+        check_name(name)
+        self._check_model(model)
+        rasters = resolve_sources(sources)
+        stores = []
+        for i, r in enumerate(rasters):
+            if progress:
+                progress(i, len(rasters))
+            stores.append(self.store(self.index(r, params, model, cancel=cancel).store_id))
+        if progress:
+            progress(len(rasters), len(rasters))
+        return write_catalog(name, stores, self._catalog_root(), rebuild)
+
+    def catalog(self, name: str):
+        from engine.catalog import open_catalog
+
+        return open_catalog(name, self.store, self._catalog_root())
+
+    def catalogs(self) -> list[dict]:
+        from engine.catalog import list_catalogs
+
+        return list_catalogs(self._catalog_root())
+
+    def remove_catalog(self, name: str) -> None:
+        from engine.catalog import remove_catalog
+
+        remove_catalog(name, self._catalog_root())
+
+    def _catalog_root(self) -> Path:
+        return self.root.parent / "catalogs"
+
+    def search_catalog(self, query, name, k=20, threshold=None, aoi=None, model=None, nprobe=None) -> dict:
+        """Text search over catalog ``name``: one index search, tiles of all its rasters ranked together."""
+        import time
+
+        from engine.catalog import search_catalog
+        from engine.search import check_model, hit_records
+
+        t0 = time.perf_counter()
+        self._check_model(model)
+        cat = self.catalog(name)
+        enc = self.encoder(model) if model else self.encoder_for_store(cat.stores[0])
+        check_model(cat.stores[:1], enc)
+        hits = search_catalog(cat, enc.embed_query(query), k, threshold, aoi, nprobe)
+        out = {"query": query, "took_ms": 0.0, "results": hit_records(hits), "catalog": name}
+        out["took_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return out
+
+    # ------------------------------------------------------------ store maintenance (CLI and API)
+    def list_stores(self, sizes: bool = True) -> list[dict]:
+        return list_stores(self.root, sizes=sizes)
+
+    def clear_stores(self, ids: list[str] | None = None, stale: bool = False) -> list[str]:
+        """Remove stores (``ids``; None: all; ``stale``: stale and corrupted ones); the removed ids."""
+        with self._lock:
+            self._stores.clear()
+        if stale:
+            return clear_stores(root=self.root, states=("stale", "corrupted"))
+        return clear_stores(ids, self.root)
+
+    def optimize_stores(self, ids: list[str] | None = None, force: bool = False) -> list[dict]:
+        """Build the FAISS IVF index of complete stores (``ids``; None: all complete ones) from the size where
+        the engine uses one (``force``: rebuild, any size). One summary per store."""
+        import time
+
+        known = {s["store_id"]: s for s in self.list_stores(sizes=False)}
+        ids = sorted(s for s in known if known[s]["state"] == "complete") if ids is None else list(ids)
+        for sid in ids:
+            if check_store_id(sid) not in known:
+                raise NotFound(f"unknown store: {sid}")
+        out = []
+        for sid in ids:
+            t0 = time.perf_counter()
+            s = known[sid]
+            vi = None
+            if s["state"] == "complete":
+                with store_lock(self.root, sid):
+                    vi = ensure_index(self.root / sid, force=force)
+            out.append(
+                {
+                    "store_id": sid,
+                    "n_tiles": s["n_tiles"],
+                    "state": s["state"],
+                    "index": vi.meta["kind"] if vi is not None else "flat",
+                    "n_lists": vi.n_lists if vi is not None else None,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+        return out
 
     # ------------------------------------------------------------ describe
     @property

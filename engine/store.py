@@ -1,16 +1,15 @@
-"""Tile stores (docs/contracts.md section 2): atomic, resumable writes; validated, memory-mapped reads."""
+"""Tile stores (docs/contracts.md section 2): identity, locking, resumable writes, validated memory-mapped reads,
+the store's FAISS index (engine/faiss_index.py), listing and removal. Atomic writes: engine/atomic_io.py; the
+size cap's eviction: engine/eviction.py."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
-import io
 import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,19 @@ import numpy as np
 import shapely
 
 from engine import gpkg
+from engine.atomic_io import atomic_save_npy, atomic_save_npz, atomic_write, atomic_write_json
 from engine.config import stores_dir
-from engine.errors import Conflict, CorruptData, DiskFull, NotFound
-from engine.ivf import IVF_DIR, IVFIndex, load_ivf, matches
+from engine.errors import Conflict, CorruptData, NotFound
+from engine.faiss_index import (
+    FLAT_MAX_TILES,
+    INDEX_DIR,
+    Rows,
+    VectorIndex,
+    build_index,
+    choose_spec,
+    open_matching,
+    save_index,
+)
 from engine.raster import fingerprint
 
 FORMAT_VERSION = 1
@@ -35,70 +44,6 @@ TILE_COLUMNS = (
     ("height", int),
     ("valid_fraction", float),
 )
-
-
-# ---------------------------------------------------------------- atomic file helpers
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def _no_space(exc: OSError) -> bool:
-    """ENOSPC-like errors, and numpy's short write ("N requested and M written", no errno) on a full disk."""
-    return exc.errno in _NO_SPACE or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
-
-
-def atomic_write(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)``, fsync, then rename over ``path``; the temp file is removed on failure."""
-    tmp = _tmp_name(path)
-    try:
-        writer(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if _no_space(exc) and not isinstance(exc, DiskFull):
-            raise DiskFull(
-                f"disk full while writing {path.name} in {path.parent}: free some space or point "
-                "RSITR_CACHE at another disk; the store stays resumable"
-            ) from None
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda t: t.write_text(json.dumps(data, indent=1), encoding="utf-8"))
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    def _w(t: Path) -> None:
-        with open(t, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-
-    atomic_write(path, _w)
-
-
-def atomic_save_npz(path: Path, **arrays) -> None:
-    def _w(t: Path) -> None:
-        buf = io.BytesIO()  # zip in memory: a failed file write then leaves no half-closed ZipFile behind
-        np.savez(buf, **arrays)
-        t.write_bytes(buf.getvalue())
-
-    atomic_write(path, _w)
 
 
 # ---------------------------------------------------------------- identity
@@ -163,7 +108,8 @@ class StoreWriter:
                 f.unlink()
         self.manifest.update(state="partial", chunk_tiles=chunk_tiles)
         atomic_write_json(path / "manifest.json", self.manifest)
-        shutil.rmtree(path / IVF_DIR, ignore_errors=True)  # an index of earlier embeddings never survives a rewrite
+        for old_index in (INDEX_DIR, "ivf"):  # an index of earlier embeddings never survives a rewrite
+            shutil.rmtree(path / old_index, ignore_errors=True)
 
     def _read_manifest(self) -> dict | None:
         try:
@@ -260,18 +206,20 @@ class Store:
     embeddings: np.ndarray  # float16 memmap [n, D]
     windows: np.ndarray  # int64 [n, 4] x_off, y_off, w, h
     codes: np.ndarray | None
-    ivf: IVFIndex | None = None  # large-store search index (engine/ivf.py), when built
+    index: VectorIndex | None = None  # FAISS IVF index of a large store (engine/faiss_index.py), when built
     _polys: np.ndarray | None = None
-    _emb32: np.ndarray | None = None
+    _rows: Rows | None = None
 
-    def dense(self, max_bytes: int = 512 << 20) -> np.ndarray:
-        """Embeddings as float32 in memory when they fit in ``max_bytes`` (fast BLAS scans), else the memmap."""
-        if self._emb32 is None:
-            n, d = self.embeddings.shape
-            if n * d * 4 > max_bytes:
-                return self.embeddings
-            self._emb32 = np.asarray(self.embeddings, dtype=np.float32)
-        return self._emb32
+    def rows(self) -> Rows:
+        """The embeddings as a search collection (holds the exact in-memory FAISS index once built)."""
+        if self._rows is None:
+            self._rows = Rows([self.embeddings])
+        return self._rows
+
+    def dense(self) -> np.ndarray:
+        """Embeddings as float32 in memory when they fit (the flat index's storage), else the memmap."""
+        d = self.rows().dense()
+        return self.embeddings if d is None else d
 
     @property
     def store_id(self) -> str:
@@ -367,7 +315,8 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
             codes = None
         if codes is not None and codes.shape[0] != n:
             codes = None
-    store = Store(path=path, manifest=m, embeddings=emb, windows=win, codes=codes, ivf=_open_ivf(path, m))
+    index = open_matching(path, store_id, n, d)
+    store = Store(path=path, manifest=m, embeddings=emb, windows=win, codes=codes, index=index)
     if check_stale and store.is_stale():
         raise Conflict(
             f"store {store_id} is stale: {store.raster_path} changed or vanished since it was indexed; re-run index"
@@ -377,15 +326,25 @@ def open_store(store_id: str, root: Path | None = None, check_stale: bool = True
     return store
 
 
-def _open_ivf(path: Path, manifest: dict) -> IVFIndex | None:
-    """The store's IVF index when present and built for these embeddings, else None (search falls back)."""
-    if not (path / IVF_DIR / "meta.json").is_file():
+def ensure_index(path: Path, force: bool = False, seed: int = 0) -> VectorIndex | None:
+    """Build ``<path>/faiss/`` for a complete store from ``FLAT_MAX_TILES`` tiles (``force``: an IVF index
+    whatever the size, rebuilt) unless a matching index over every row is there; the index, or None (exact
+    search). The caller holds the store lock."""
+    path = Path(path)
+    m = read_manifest(path)
+    n, d = int(m.get("n_tiles", 0)), int(m.get("model", {}).get("embed_dim", -1))
+    if m.get("state") != "complete" or n == 0 or (n < FLAT_MAX_TILES and not force):
         return None
-    try:
-        ivf = load_ivf(path / IVF_DIR)
-    except CorruptData:
-        return None
-    return ivf if matches(ivf, manifest) else None
+    if not force:
+        old = open_matching(path, m["store_id"], n, d)
+        if old is not None and old.n_indexed == n:
+            return old
+    emb = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    model = {k: m.get("model", {}).get(k) for k in ("name", "version")}
+    meta = {"collection_id": m["store_id"], "model": model}
+    vi = build_index(Rows([emb]), choose_spec(n, force_ivf=True), seed, meta)
+    save_index(path / INDEX_DIR, vi)
+    return open_matching(path, m["store_id"], n, d)
 
 
 def list_stores(root: Path | None = None, sizes: bool = True) -> list[dict]:
@@ -453,26 +412,3 @@ def clear_stores(
         with store_lock(root, sid):
             remove_store(root / sid)
     return list(targets)
-
-
-def enforce_cap(max_bytes: int, keep: str | None = None, root: Path | None = None) -> list[str]:
-    """Evict least recently used stores until the total size is under ``max_bytes``; never ``keep``."""
-    root = root or stores_dir()
-    infos = [s for s in list_stores(root) if s["store_id"] != keep]
-    total = sum(s["bytes"] for s in infos) + (dir_bytes(root / keep) if keep and (root / keep).is_dir() else 0)
-
-    def last_used(s: dict) -> float:
-        try:
-            return (root / s["store_id"] / "manifest.json").stat().st_mtime
-        except OSError:
-            return 0.0
-
-    removed = []
-    for s in sorted(infos, key=last_used):
-        if total <= max_bytes:
-            break
-        with store_lock(root, s["store_id"]):
-            remove_store(root / s["store_id"])
-        total -= s["bytes"]
-        removed.append(s["store_id"])
-    return removed

@@ -290,6 +290,7 @@ def test_no_endpoint_reads_or_returns_arbitrary_files(served, tmp_path):
         "/jobs/{job_id}",
         "/search",
         "/describe",
+        "/catalogs",  # sources: each folder/file/listed raster checked against the allowed roots (engine/api.py)
     }, "new endpoint: review it for file access, then update this test"
     assert 'format": "binary' not in json.dumps(spec)
     values = [v.format(secret=secret, data=data) for v in TRAVERSAL]

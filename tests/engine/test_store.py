@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from engine.errors import Cancelled, Conflict, CorruptData, NotFound
+from engine.eviction import enforce_cap
 from engine.indexer import IndexParams, index_raster
-from engine.store import clear_stores, enforce_cap, list_stores, open_store
+from engine.store import clear_stores, list_stores, open_store
 from tests.engine.rasters import rgb_pattern, write_raster
 
 ROOT = Path(__file__).resolve().parents[2]

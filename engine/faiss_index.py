@@ -1,0 +1,356 @@
+"""FAISS vector index of a collection (a store or a catalog): type chosen by size, atomic files, search.
+
+A collection's rows are float16 ``[n, D]`` L2-normalised embeddings (:class:`Rows`, one or several memory-mapped
+arrays one after the other). Search is inner product (= cosine) through FAISS at every size:
+
+- below ``FLAT_MAX_TILES`` rows: exact ``IndexFlatIP`` built in memory at the first search (no file);
+- from ``FLAT_MAX_TILES``: ``IVF<lists>,SQ8`` (one byte per dimension) with exact float16 re-rank;
+- from ``PQ_MIN_TILES``: ``IVF<lists>,PQ64x4fs`` (4-bit fast-scan PQ, 32 bytes per row) with a deeper exact
+  float16 re-rank.
+
+IVF indexes cover rows ``0 .. n_indexed-1``; rows appended later (``>= n_indexed``) are scanned exactly, so they
+are always found. Files (docs/contracts.md section 2): ``<collection>/faiss/index.faiss`` and ``meta.json``
+(written last; the folder is replaced atomically). An AOI is an ID selector inside the FAISS search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from engine.atomic_io import atomic_write, atomic_write_json, fsync_dir
+from engine.errors import BadInput, CorruptData
+
+FORMAT_VERSION = 2
+INDEX_DIR = "faiss"
+# Below this many rows search is exact (IndexFlatIP). Measured on this 2-core machine: the exact scan of 1e5 x 256
+# rows takes 6.6 ms p50 idle (docs/performance.md before FAISS) and 26 ms at load 5 (1 FAISS thread), while
+# IVF316,SQ8 + re-rank answers in 0.6 ms at recall@10 1.0 on clustered rows but needs a 5 s build and loses
+# recall on unclustered rows (the old IVF: 0.24 at 1e5 isotropic). Up to 1e5 rows exact costs <= ~7 ms idle and
+# needs no build; above, the scan grows linearly (1e6: ~850 ms) and the IVF types take over.
+FLAT_MAX_TILES = 100_000
+# From this many rows the lists hold 4-bit fast-scan PQ codes (PQ64x4fs: 32 B + 8 B id per row) instead of SQ8
+# (D + 8 B = 264 B): SQ8 lists at 3e6 rows already hold 0.8 GB of RAM (2.6 GB at 1e7), and at 1e8 rows only PQ
+# stays under 64 B/row. Measured at 1e5 clustered rows (load 5): PQ64x4fs + re-rank of 256 rows p50 0.18 ms,
+# recall@10 1.0 (0.86 with 64 re-ranked); PQ32x8 was dropped: its training took 150 s for 20k rows (256
+# centroids per sub-space) against 22 s for 4-bit codes.
+PQ_MIN_TILES = 3_000_000
+PQ_CODE = "PQ64x4fs"
+# Lists probed per query. Pooled benchmark rows, 1e6 rows, 1000 lists: recall@10 ~1.0 at 24 (0.95 at 8).
+DEFAULT_NPROBE = 24
+SAMPLE_PER_LIST = 64  # k-means training rows per list (FAISS warns below 39)
+ADD_ROWS = 262_144  # rows converted float16 -> float32 at a time when adding or scanning
+FLAT_MAX_BYTES = 512 << 20  # float32 copy held for the exact path (larger collections scan in blocks)
+# OpenMP threads of one query's search. One: FAISS parallelises a single query only over queries, so a second
+# thread only adds a barrier, and on a busy machine that barrier waits for a descheduled thread (measured at load
+# 5: IndexFlatIP over 1e5 rows p50 26 ms with 1 thread, 68 ms with 2). Builds use every core (BUILD_THREADS).
+SEARCH_THREADS = 1
+BUILD_THREADS = max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- rows
+class Rows:
+    """The float16 embeddings of a collection: several ``[n_i, D]`` arrays read as one ``[sum n_i, D]``."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        if not parts:
+            raise BadInput("a collection needs at least one embeddings array")
+        self.parts = parts
+        self.dim = int(parts[0].shape[1])
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        self._flat: faiss.IndexFlatIP | None = None
+        self._dense: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets[-1])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start .. stop-1`` as float32."""
+        out = np.empty((max(0, stop - start), self.dim), np.float32)
+        for i, p in enumerate(self.parts):
+            a, b = max(start, self.offsets[i]), min(stop, self.offsets[i + 1])
+            if a < b:
+                out[a - start : b - start] = p[a - self.offsets[i] : b - self.offsets[i]]
+        return out
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (sorted for sequential reads) as float32."""
+        ids = np.asarray(ids, np.int64)
+        out = np.empty((len(ids), self.dim), np.float32)
+        part = np.searchsorted(self.offsets, ids, side="right") - 1
+        for i in np.unique(part):
+            sel = part == i
+            out[sel] = self.parts[i][ids[sel] - self.offsets[i]]
+        return out
+
+    def blocks(self, start: int = 0):
+        for s in range(start, self.n, ADD_ROWS):
+            yield s, self.block(s, min(self.n, s + ADD_ROWS))
+
+    def flat(self) -> faiss.IndexFlatIP | None:
+        """Exact in-memory index of all rows (built once) when the float32 copy fits ``FLAT_MAX_BYTES``."""
+        if self._flat is None and self.n * self.dim * 4 <= FLAT_MAX_BYTES:
+            idx = faiss.IndexFlatIP(self.dim)
+            for _, x in self.blocks():
+                idx.add(x)
+            self._dense = faiss.rev_swig_ptr(idx.get_xb(), self.n * self.dim).reshape(self.n, self.dim)
+            self._flat = idx
+        return self._flat
+
+    def dense(self) -> np.ndarray | None:
+        """All rows as float32 in memory (the flat index's own storage), or None when too large."""
+        return self._dense if self.flat() is not None else None
+
+
+# ---------------------------------------------------------------- index type
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which FAISS index a collection of ``n`` rows gets."""
+
+    kind: str  # "flat", "ivf_sq8" or "ivf_pq" (the engine's choices); "ivf_flat", "ivf_pq8" (benchmark contenders)
+    n_lists: int = 0
+    rerank_min: int = 0  # exact re-rank of max(rerank_per_k * k, rerank_min) candidates
+    rerank_per_k: int = 0
+
+    def factory(self) -> str:
+        codes = {"ivf_sq8": "SQ8", "ivf_pq": PQ_CODE, "ivf_flat": "Flat", "ivf_pq8": "PQ16x4fs"}
+        return f"IVF{self.n_lists},{codes[self.kind]}"
+
+    def rerank(self, k: int) -> int:
+        return max(self.rerank_per_k * k, self.rerank_min)
+
+
+def default_n_lists(n: int) -> int:
+    """About sqrt(n) lists, clipped to [1, 4096] and to n / 39 (FAISS's minimum training rows per list)."""
+    return int(max(1, min(4096, round(np.sqrt(max(n, 1))), max(1, n // 39))))
+
+
+def choose_spec(n: int, force_ivf: bool = False) -> IndexSpec:
+    """The index type for ``n`` rows (``force_ivf``: an IVF index even below ``FLAT_MAX_TILES``)."""
+    if n < FLAT_MAX_TILES and not force_ivf:
+        return IndexSpec("flat")
+    if n >= PQ_MIN_TILES:
+        return IndexSpec("ivf_pq", default_n_lists(n), rerank_min=256, rerank_per_k=16)
+    return IndexSpec("ivf_sq8", default_n_lists(n), rerank_min=64, rerank_per_k=4)
+
+
+def spec_from_meta(meta: dict) -> IndexSpec:
+    return IndexSpec(meta["kind"], meta["n_lists"], meta["rerank_min"], meta["rerank_per_k"])
+
+
+# ---------------------------------------------------------------- build and files
+@dataclass
+class VectorIndex:
+    """A trained FAISS IVF index over rows ``0 .. n_indexed-1`` of a collection, and its meta."""
+
+    index: faiss.Index
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_indexed(self) -> int:
+        return int(self.meta["n_indexed"])
+
+    @property
+    def spec(self) -> IndexSpec:
+        return spec_from_meta(self.meta)
+
+    @property
+    def n_lists(self) -> int:
+        return int(self.meta["n_lists"])
+
+
+def build_index(rows: Rows, spec: IndexSpec | None = None, seed: int = 0, meta: dict | None = None) -> VectorIndex:
+    """Train and fill an IVF index of all rows (``spec`` default: :func:`choose_spec` forced to IVF)."""
+    t0 = time.perf_counter()
+    n, d = rows.n, rows.dim
+    spec = spec or choose_spec(n, force_ivf=True)
+    if spec.kind == "flat":
+        raise BadInput("a flat (exact) index is built in memory, not saved")
+    if n < spec.n_lists:
+        raise BadInput(f"{n} rows cannot train {spec.n_lists} lists")
+    index = faiss.index_factory(d, spec.factory(), faiss.METRIC_INNER_PRODUCT)
+    m = SAMPLE_PER_LIST * spec.n_lists
+    m = min(n, max(m, 32_768) if spec.kind.startswith("ivf_pq") else m)  # PQ: sub-space centroids train on it
+    rng = np.random.default_rng(seed)
+    sample = rows.take(np.sort(rng.choice(n, m, replace=False))) if m < n else rows.block(0, n)
+    faiss.omp_set_num_threads(BUILD_THREADS)  # OpenMP's thread count is per calling thread
+    index.cp.seed = seed  # k-means seed (deterministic for a seed)
+    if hasattr(index, "pq"):
+        index.pq.cp.seed = seed
+    index.train(sample)
+    del sample
+    for _, x in rows.blocks():
+        index.add(x)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "kind": spec.kind,
+        "factory": spec.factory(),
+        "n_lists": spec.n_lists,
+        "rerank_min": spec.rerank_min,
+        "rerank_per_k": spec.rerank_per_k,
+        "n_indexed": n,
+        "embed_dim": d,
+        "train_rows": int(m),
+        "seed": seed,
+        "faiss_version": faiss.__version__,
+    }
+    info.update(meta or {}, build_s=round(time.perf_counter() - t0, 3))
+    return VectorIndex(index, info)
+
+
+def save_index(path: Path, vi: VectorIndex) -> None:
+    """Write ``index.faiss`` + ``meta.json`` into a temporary folder, then replace ``path`` with it."""
+    path = Path(path)
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    tmp, old = path.with_name(f".{path.name}.tmp-{tag}"), path.with_name(f".{path.name}.old-{tag}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        atomic_write(tmp / "index.faiss", lambda t: faiss.write_index(vi.index, str(t)))
+        atomic_write_json(tmp / "meta.json", vi.meta)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_index(path: Path) -> VectorIndex:
+    """Open an index written by :func:`save_index` (lists memory-mapped); CorruptData when inconsistent."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CorruptData(f"vector index {path} unreadable ({' '.join(str(exc).split())[:200]})") from None
+    ok = (
+        isinstance(meta, dict)
+        and meta.get("format_version") == FORMAT_VERSION
+        and meta.get("kind") in ("ivf_sq8", "ivf_pq", "ivf_flat", "ivf_pq8")
+        and index.ntotal == meta.get("n_indexed")
+        and index.d == meta.get("embed_dim")
+        and faiss.extract_index_ivf(index).nlist == meta.get("n_lists")
+    )
+    if not ok:
+        raise CorruptData(f"vector index {path} is inconsistent; rebuild it")
+    return VectorIndex(index, meta)
+
+
+def matches(vi: VectorIndex, collection_id: str, n_rows: int, dim: int) -> bool:
+    """True when ``vi`` was built for this collection (same id and dimension, no rows beyond ``n_rows``)."""
+    return vi.meta.get("collection_id") == collection_id and vi.n_indexed <= n_rows and vi.index.d == dim
+
+
+def open_matching(path: Path, collection_id: str, n_rows: int, dim: int) -> VectorIndex | None:
+    """The index under ``path/faiss`` when present, readable and built for this collection, else None."""
+    if not (Path(path) / INDEX_DIR / "meta.json").is_file():
+        return None
+    try:
+        vi = load_index(Path(path) / INDEX_DIR)
+    except CorruptData:
+        return None
+    return vi if matches(vi, collection_id, n_rows, dim) else None
+
+
+def index_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*") if f.is_file())
+
+
+# ---------------------------------------------------------------- search
+def _selector(allowed: np.ndarray, n: int):
+    """An ID selector over ``allowed`` (sorted row ids < n); the bitmap is returned to keep it alive."""
+    mask = np.zeros(n, dtype=bool)
+    mask[allowed] = True
+    bits = np.packbits(mask, bitorder="little")
+    return faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)), bits, mask
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (scores, ids), best first (ties: lower id first)."""
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        scores, ids = scores[part], ids[part]
+    order = np.lexsort((ids, -scores))
+    return scores[order], ids[order]
+
+
+def _exact(rows: Rows, q: np.ndarray, k: int, allowed: np.ndarray | None, start: int = 0):
+    """Exact top-k over rows ``start..n-1`` (only ``allowed`` when given): the flat index when it fits."""
+    flat = rows.flat() if start == 0 else None
+    if flat is not None:
+        params = None
+        if allowed is not None:
+            sel, bits, _ = _selector(allowed, rows.n)
+            params = faiss.SearchParameters(sel=sel)
+        kk = min(k, rows.n if allowed is None else len(allowed))
+        if kk <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        d, i = flat.search(q[None], kk, params=params)
+        keep = i[0] >= 0
+        return d[0][keep].astype(np.float32), i[0][keep].astype(np.int64)
+    if allowed is not None:
+        ids = allowed[allowed >= start]
+        scores = np.concatenate([rows.take(ids[s : s + ADD_ROWS]) @ q for s in range(0, len(ids), ADD_ROWS)] or [[]])
+        return top_k(scores.astype(np.float32), ids, k)
+    best_s, best_i = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    for s, x in rows.blocks(start):
+        sc, ix = top_k(x @ q, np.arange(s, s + len(x)), k)
+        best_s, best_i = top_k(np.concatenate([best_s, sc]), np.concatenate([best_i, ix]), k)
+    return best_s, best_i
+
+
+def search(
+    rows: Rows,
+    q: np.ndarray,
+    k: int,
+    vi: VectorIndex | None = None,
+    nprobe: int | None = None,
+    allowed: np.ndarray | None = None,
+    exact: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (cosine scores, row ids), best first, exact scores.
+
+    ``vi`` (an IVF index of the first ``vi.n_indexed`` rows): probe ``nprobe`` lists (default ``DEFAULT_NPROBE``;
+    raised by 1 / the allowed fraction when ``allowed`` is given, so a small AOI still finds k rows), re-rank the
+    candidates exactly on the float16 rows, scan rows appended after the build exactly. ``allowed``: sorted row
+    ids, the only rows that may be returned (a FAISS ID selector). Without ``vi`` or with ``exact``: exact."""
+    q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).ravel())
+    faiss.omp_set_num_threads(SEARCH_THREADS)  # this thread's searches (OpenMP's setting is per thread)
+    if allowed is not None:
+        allowed = np.asarray(allowed, np.int64)
+    if rows.n == 0 or (allowed is not None and len(allowed) == 0):
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if nprobe is not None and nprobe < 1:
+        raise BadInput(f"nprobe must be at least 1, got {nprobe}")
+    if vi is None or exact:
+        return _exact(rows, q, k, allowed)
+    n0, spec = vi.n_indexed, vi.spec
+    probe = nprobe or DEFAULT_NPROBE
+    params = faiss.SearchParametersIVF()
+    keep_alive = None
+    if allowed is not None:
+        in_index = allowed[allowed < n0]
+        frac = len(in_index) / max(n0, 1)
+        probe = int(min(spec.n_lists, np.ceil(probe / max(frac, 1e-9))))
+        sel, bits, _ = _selector(in_index, n0)
+        params.sel, keep_alive = sel, (sel, bits)
+    params.nprobe = min(probe, spec.n_lists)
+    _, cand = vi.index.search(q[None], min(spec.rerank(k), max(n0, 1)), params=params)
+    del keep_alive
+    cand = np.sort(cand[0][cand[0] >= 0])
+    scores, ids = top_k(rows.take(cand) @ q if len(cand) else np.zeros(0, np.float32), cand, k)
+    if rows.n > n0:  # rows appended after the build
+        ts, ti = _exact(rows, q, k, allowed, start=n0)
+        scores, ids = top_k(np.concatenate([scores, ts]), np.concatenate([ids, ti]), k)
+    return scores.astype(np.float32), ids

@@ -183,7 +183,7 @@ def write_catalog(name: str, stores: list[Store], root: Path | None = None, rebu
             "format_version": FORMAT_VERSION,
             "name": name,
             "catalog_id": (old or {}).get("catalog_id")
-            or hashlib.sha1(f"{name}{time.time()}".encode()).hexdigest()[:16],
+            or hashlib.sha1(f"{name}{time.time()}".encode(), usedforsecurity=False).hexdigest()[:16],
             "model": {"name": m0["name"], "version": m0["version"], "embed_dim": m0["embed_dim"]},
             "members": members,
             "n_tiles": start,

@@ -31,6 +31,7 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30.0
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DOWNLOADS = ".downloads"
+ALLOWED_SCHEMES = ("http", "https", "file")
 MAX_UNPACKED_BYTES = 2 * 1024**3  # a bundle is tens of MB; refuse zip bombs
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unknown)
@@ -96,12 +97,14 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     if "://" not in url:
         url = Path(url).expanduser().resolve().as_uri()
+    if urllib.parse.urlsplit(url).scheme not in ALLOWED_SCHEMES:
+        raise BadInput(f"a model archive URL is http(s):// or file:// (or a path), got {url!r}")
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "rsitr-engine"})
     if offset and url.startswith(("http://", "https://")):
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - user-configured release URL
+        response = urllib.request.urlopen(request, timeout=timeout)  # nosec B310 - scheme checked above
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # already complete on our side (or the file shrank): start over once
             part.unlink()

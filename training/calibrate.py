@@ -157,7 +157,7 @@ def load_split(data: str | Path, split: str, classes: list[str]) -> SplitData:
 
 
 def bundle_hash(bundle_dir: Path) -> str:
-    h = hashlib.sha1()
+    h = hashlib.sha1(usedforsecurity=False)  # a cache key, not a security check
     for name in ("image_encoder.onnx", "text_encoder.onnx", "tokenizer.json", "scene_class_embeddings.npy"):
         f = bundle_dir / name
         if f.is_file():

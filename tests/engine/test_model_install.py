@@ -179,3 +179,8 @@ def test_version_and_default_model_lookup(tmp_path, bundle_dir, monkeypatch):
     assert install_archive_url(str(archive), sha, models).path.is_dir()
     monkeypatch.setenv("RSITR_MODELS_DIR", str(models))
     assert default_model_dir() == models / "demo-model"
+
+
+def test_only_http_https_and_file_urls(tmp_path):
+    res = run_cli("install", "--url", "ftp://127.0.0.1/pir-lite.zip", "--sha256", "0" * 64, models_dir=tmp_path)
+    assert res.returncode == 2 and "http(s)://" in res.stderr and not (tmp_path / "pir-lite").exists()

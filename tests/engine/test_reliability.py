@@ -291,6 +291,14 @@ def test_no_endpoint_reads_or_returns_arbitrary_files(served, tmp_path):
         "/search",
         "/describe",
         "/catalogs",  # sources: each folder/file/listed raster checked against the allowed roots (engine/api.py)
+        # issue 20 (engine/api_similar.py): example rasters and a labels file to read go through check_raster_path
+        # (symlinks and .. resolved, allowed roots); files to write (score map .tif, labels .gpkg) through
+        # check_out_path (existing folder under an allowed root, fixed suffix); answers are JSON only
+        "/search/like",
+        "/feedback",
+        "/scoremap",
+        "/labels/save",
+        "/labels/load",
     }, "new endpoint: review it for file access, then update this test"
     assert 'format": "binary' not in json.dumps(spec)
     values = [v.format(secret=secret, data=data) for v in TRAVERSAL]

@@ -40,11 +40,17 @@ NOISE = 0.75
 GOALS = {1_000_000: 1.0, 10_000_000: 10.0}  # p50 ms at recall@10 >= GOAL_RECALL (issue 18)
 GOAL_RECALL = 0.95
 GOAL_BYTES_1E8 = 64.0
-CHUNK = 500_000
+CHUNK = 100_000  # rows generated (and hashed by the bundle) at a time: bounded memory next to a training job
 BUDGET_S = 15.0  # per (distribution, size): stop timing after this once >= 5 queries (1e7: 3) are done
 BUDGET_QUICK_S = 2.0
-BUILD_BUDGET_S = 240.0  # skip an index build estimated longer than this (the suite has a time budget)
+BUILD_BUDGET_S = float(os.environ.get("RSITR_BENCH_BUILD_BUDGET_S", "240"))  # skip builds estimated longer
 FAISS_KINDS = ("ivf_flat", "ivf_sq8", "ivf_pq", "ivf_pq8")
+RAM_PER_ROW = {
+    "ivf_flat": lambda d: 4 * d + 8,
+    "ivf_sq8": lambda d: d + 8,
+    "ivf_pq": lambda d: 40,
+    "ivf_pq8": lambda d: 16,
+}
 CHNR_CANDIDATES = 2000
 LABELS = {
     "exact": "exact (flat)",
@@ -122,11 +128,20 @@ def open_bench_store(folder: Path, index=None):
 
 def build_kind(folder: Path, kind: str) -> tuple[object, dict]:
     """Build, save and reopen (memory-mapped, as the engine does) one FAISS index type over the store's rows."""
-    from engine.faiss_index import IndexSpec, Rows, build_index, choose_spec, index_bytes, load_index, save_index
+    from engine.faiss_index import (
+        PQ_RERANK_MIN,
+        IndexSpec,
+        Rows,
+        build_index,
+        choose_spec,
+        index_bytes,
+        load_index,
+        save_index,
+    )
 
     emb = np.load(folder / "embeddings.npy", mmap_mode="r")
     base = choose_spec(len(emb), force_ivf=True)
-    rerank = (256, 16) if kind.startswith("ivf_pq") else (64, 4)
+    rerank = (PQ_RERANK_MIN, 64) if kind.startswith("ivf_pq") else (64, 4)  # the engine's re-rank depths
     t0 = time.perf_counter()
     vi = build_index(Rows([emb]), IndexSpec(kind, base.n_lists, *rerank), meta={"collection_id": "b" * 16})
     save_index(folder / kind, vi)
@@ -231,6 +246,12 @@ def run(ctx: Ctx) -> dict:
                 est = prev[kind][1] * n / prev[kind][0] if kind in prev else None
                 if est is not None and est > BUILD_BUDGET_S:
                     skips[kind] = f"build skipped: estimated {est:.0f} s > {BUILD_BUDGET_S:.0f} s budget"
+                    continue
+                ram = n * RAM_PER_ROW[kind](dim)
+                if ram > 0.4 * mem_available_bytes():
+                    skips[kind] = (
+                        f"skipped: needs {ram / 1e9:.1f} GB RAM of {mem_available_bytes() / 1e9:.1f} available"
+                    )
                     continue
                 vi, b = build_kind(folder, kind)
                 prev[kind] = (n, b["s"])
@@ -376,12 +397,14 @@ def markdown(res: dict) -> list[str]:
         lines.append(f"| {r['dist']} | {r['n']:,} | " + " | ".join(cells) + " |")
     for s in res.get("skipped", []):
         lines.append(f"| {s['dist']} | {s['n']:,} | skipped: {s['reason']} |" + " |" * (len(kinds) - 2))
+    lines += ["", *hash_verdict(res["rows"]), "", *projection_1e8(res["rows"])]
     lines += [
         "",
         f"D = {res['dim']}, k = {res['k']}, {res['n_queries']} queries ({res['query_texts']}); cells: p50 / p95 "
         f"latency and mean recall@10 against exact. The engine searches exactly below {res['flat_max_tiles']:,} "
         f"tiles, with IVF-SQ8 from there and IVF-PQ64x4fs from {res['pq_min_tiles']:,} (probing {res['nprobe']} "
-        "lists, exact float16 re-rank: 4k / at least 64 candidates for SQ8, 16k / 256 for PQ). CHNR binary: "
+        "lists, exact float16 re-rank: 4k / at least 64 candidates for SQ8 and Flat, 64k / at least 2048 for PQ). "
+        "CHNR binary: "
         f"{res['code_kind']} codes, {res['code_bytes']} B/tile, Hamming top {CHNR_CANDIDATES} re-ranked exactly. "
         "Pooled "
         f"rows: pool of {res['pool']} embeddings + noise of norm {res['noise_norm']}. Load = 1-minute load average "
@@ -389,6 +412,39 @@ def markdown(res: dict) -> list[str]:
         f"stops after {res.get('budget_s', '?')} s once 5 queries (1e7: 3) are done; each timed query runs every path.",
     ]
     return lines
+
+
+def hash_verdict(rows: list[dict]) -> list[str]:
+    """CHNR binary codes vs IVF-PQ at the same 8 bytes per tile, per measured row: which one earns its place."""
+    out = []
+    for r in rows:
+        c, p = r["paths"].get("chnr", {}), r["paths"].get("ivf_pq8", {})
+        if "ms" not in c or "ms" not in p:
+            continue
+        win = "IVF-PQ16x4fs" if (p["recall_mean"], -p["ms"]["p50"]) >= (c["recall_mean"], -c["ms"]["p50"]) else "CHNR"
+        out.append(
+            f"- {r['dist']} {r['n']:,}: CHNR binary recall@10 {c['recall_mean']:.3f} at p50 {c['ms']['p50']:.2f} ms; "
+            f"IVF-PQ16x4fs recall@10 {p['recall_mean']:.3f} at p50 {p['ms']['p50']:.2f} ms -> **{win}**"
+        )
+    if not out:
+        return []
+    return ["**Hash codes at equal bytes (8 B/tile)**:", "", *out]
+
+
+def projection_1e8(rows: list[dict]) -> list[str]:
+    """RAM of each index type at 1e8 tiles, from the bytes per tile measured at the largest size built."""
+    best: dict[str, float] = {}
+    for r in sorted(rows, key=lambda x: x["n"]):
+        for k, p in r["paths"].items():
+            if p.get("bytes_per_tile"):
+                best[k] = p["bytes_per_tile"]
+    if not best:
+        return []
+    cells = [f"{LABELS[k]} {b:.1f} B/tile = {b * 1e8 / 1e9:.1f} GB" for k, b in best.items()]
+    return [
+        "**At 1e8 tiles** (RAM of the index from its measured bytes per tile; the float16 rows, 51 GB, stay on "
+        "disk and only the re-ranked rows are read): " + "; ".join(cells) + "."
+    ]
 
 
 def plot(res: dict, path: Path) -> bool:

@@ -572,7 +572,9 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 1 internal error, 130 interrupted)."""
     warnings.showwarning = _one_line_warning
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from engine.settings import apply_startup_defaults
+
+    apply_startup_defaults()  # GDAL block cache, Hugging Face offline (engine/settings.py)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from engine.errors import BadInput
+from engine.settings import current
 
 APP_NAME = "rsitr"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -21,13 +22,11 @@ PROMPTS_DIR = next(
     (p for p in (PACKAGE_DIR / "prompts", PACKAGE_DIR.parent / "resources" / "prompts") if p.is_dir()),
     PACKAGE_DIR / "prompts",
 )
-DEFAULT_CACHE_MAX_GB = 20.0
 
 
 def cache_dir() -> Path:
     """``$RSITR_CACHE`` or the user cache directory (``~/.cache/rsitr`` on Linux)."""
-    value = os.environ.get("RSITR_CACHE")
-    return Path(value).expanduser() if value else Path(platformdirs.user_cache_dir(APP_NAME))
+    return current().cache or Path(platformdirs.user_cache_dir(APP_NAME))
 
 
 def stores_dir() -> Path:
@@ -37,8 +36,7 @@ def stores_dir() -> Path:
 
 def config_dir() -> Path:
     """``$RSITR_CONFIG`` or the user config directory (``~/.config/rsitr`` on Linux)."""
-    value = os.environ.get("RSITR_CONFIG")
-    return Path(value).expanduser() if value else Path(platformdirs.user_config_dir(APP_NAME))
+    return current().config or Path(platformdirs.user_config_dir(APP_NAME))
 
 
 def default_token_file() -> Path:
@@ -48,18 +46,12 @@ def default_token_file() -> Path:
 
 def cache_max_bytes() -> int:
     """Size cap of all stores together (``RSITR_CACHE_MAX_GB``, default 20 GB)."""
-    value = os.environ.get("RSITR_CACHE_MAX_GB", "")
-    try:
-        gb = float(value) if value else DEFAULT_CACHE_MAX_GB
-    except ValueError:
-        raise BadInput(f"RSITR_CACHE_MAX_GB must be a number, got {value!r}") from None
-    return int(gb * 1e9)
+    return int(current().cache_max_gb * 1e9)
 
 
 def models_dir() -> Path:
     """The folder of installed bundles: ``$RSITR_MODELS_DIR`` or the user data dir (``~/.local/share/rsitr/models``)."""
-    value = os.environ.get("RSITR_MODELS_DIR")
-    return Path(value).expanduser() if value else Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+    return current().models_dir or Path(platformdirs.user_data_dir(APP_NAME)) / "models"
 
 
 def model_dirs() -> list[Path]:
@@ -72,9 +64,8 @@ def model_dirs() -> list[Path]:
 
 def default_model_dir() -> Path | None:
     """``$RSITR_MODEL``, else the only (or the ``default``-named) bundle in :func:`models_dir`, else None."""
-    value = os.environ.get("RSITR_MODEL")
-    if value:
-        return Path(value).expanduser()
+    if current().model:
+        return current().model
     dirs = model_dirs()
     if len(dirs) == 1:
         return dirs[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
@@ -12,6 +11,7 @@ from tokenizers import Tokenizer
 
 from engine.bundle import Bundle
 from engine.errors import BadInput, CorruptData
+from engine.settings import current
 
 MAX_QUERY_CHARS = 1000
 
@@ -19,7 +19,7 @@ MAX_QUERY_CHARS = 1000
 def choose_providers() -> list[str]:
     """CUDA then CPU when the CUDA provider is available (``RSITR_PROVIDER=cpu`` forces CPU)."""
     available = ort.get_available_providers()
-    if os.environ.get("RSITR_PROVIDER", "").lower() != "cpu" and "CUDAExecutionProvider" in available:
+    if not current().force_cpu and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -28,7 +28,7 @@ def _session(path, providers: list[str], threads: int | None) -> ort.InferenceSe
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     # no busy-waiting between batches: the prefetch thread needs those cycles
-    if os.environ.get("RSITR_ORT_SPIN", "0") != "1":
+    if not current().ort_spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads

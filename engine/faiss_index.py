@@ -5,8 +5,8 @@ arrays one after the other). Search is inner product (= cosine) through FAISS at
 
 - below ``FLAT_MAX_TILES`` rows: exact ``IndexFlatIP`` built in memory at the first search (no file);
 - from ``FLAT_MAX_TILES``: ``IVF<lists>,SQ8`` (one byte per dimension) with exact float16 re-rank;
-- from ``PQ_MIN_TILES``: ``IVF<lists>,PQ64x4fs`` (4-bit fast-scan PQ, 32 bytes per row) with a deeper exact
-  float16 re-rank.
+- from ``PQ_MIN_TILES``: ``IVF<lists>,PQ64x4fs`` (4-bit fast-scan PQ, 32 bytes per row) with a much deeper exact
+  float16 re-rank (``PQ_RERANK_MIN`` rows).
 
 IVF indexes cover rows ``0 .. n_indexed-1``; rows appended later (``>= n_indexed``) are scanned exactly, so they
 are always found. Files (docs/contracts.md section 2): ``<collection>/faiss/index.faiss`` and ``meta.json``
@@ -38,11 +38,13 @@ INDEX_DIR = "faiss"
 # needs no build; above, the scan grows linearly (1e6: ~850 ms) and the IVF types take over.
 FLAT_MAX_TILES = 100_000
 # From this many rows the lists hold 4-bit fast-scan PQ codes (PQ64x4fs: 32 B + 8 B id per row) instead of SQ8
-# (D + 8 B = 264 B): SQ8 lists at 3e6 rows already hold 0.8 GB of RAM (2.6 GB at 1e7), and at 1e8 rows only PQ
-# stays under 64 B/row. Measured at 1e5 clustered rows (load 5): PQ64x4fs + re-rank of 256 rows p50 0.18 ms,
-# recall@10 1.0 (0.86 with 64 re-ranked); PQ32x8 was dropped: its training took 150 s for 20k rows (256
-# centroids per sub-space) against 22 s for 4-bit codes.
-PQ_MIN_TILES = 3_000_000
+# (D + 8 B = 264 B per row). Measured on the benchmark's pooled rows (bench/query.py, 1e6 rows, 30 queries, load
+# ~6): SQ8 + 64 re-ranked rows reaches recall@10 1.00, PQ64x4fs only 0.52 with 256
+# re-ranked rows, 0.82 with 1024, 0.93 with 2048 (4 ms), 0.97 with 4096 (10 ms): PQ costs recall and re-rank reads,
+# so the engine keeps SQ8 while its lists fit in RAM (2e7 rows: 5.3 GB) and switches to PQ only beyond, where
+# SQ8 cannot (1e8 rows: 26 GB against 4 GB); PQ32x8 was dropped: its training took 150 s for 20k rows.
+PQ_MIN_TILES = 20_000_000
+PQ_RERANK_MIN = 2048
 PQ_CODE = "PQ64x4fs"
 # Lists probed per query. Pooled benchmark rows, 1e6 rows, 1000 lists: recall@10 ~1.0 at 24 (0.95 at 8).
 DEFAULT_NPROBE = 24
@@ -139,7 +141,7 @@ def choose_spec(n: int, force_ivf: bool = False) -> IndexSpec:
     if n < FLAT_MAX_TILES and not force_ivf:
         return IndexSpec("flat")
     if n >= PQ_MIN_TILES:
-        return IndexSpec("ivf_pq", default_n_lists(n), rerank_min=256, rerank_per_k=16)
+        return IndexSpec("ivf_pq", default_n_lists(n), rerank_min=PQ_RERANK_MIN, rerank_per_k=64)
     return IndexSpec("ivf_sq8", default_n_lists(n), rerank_min=64, rerank_per_k=4)
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from engine.errors import BadInput
+from engine.settings import current
 
 
 def is_loopback(host: str) -> bool:
@@ -64,7 +65,7 @@ def serve(args) -> int:
     from engine.config import default_allowed_roots, default_token_file, require_model_dir
     from engine.service import Engine
 
-    explicit_token = bool(args.token_file or os.environ.get("RSITR_TOKEN"))
+    explicit_token = bool(args.token_file or current().token)
     if not is_loopback(args.host) and not explicit_token:
         raise BadInput(f"refusing to bind non-loopback address {args.host} without an explicit --token-file")
     if not 0 <= args.port <= 65535:
@@ -75,7 +76,7 @@ def serve(args) -> int:
         if not pid_alive(args.parent_pid):
             raise BadInput(f"--parent-pid {args.parent_pid} is not a running process")
     token_file = Path(args.token_file).expanduser() if args.token_file else default_token_file()
-    token = os.environ.get("RSITR_TOKEN") or load_or_create_token(token_file)
+    token = current().token or load_or_create_token(token_file)
     roots = [Path(r).expanduser() for r in args.allowed_root] if args.allowed_root else default_allowed_roots()
     for r in roots:
         if not r.is_dir():

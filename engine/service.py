@@ -19,6 +19,7 @@ from engine.indexer import IndexParams, IndexResult, index_raster
 from engine.preprocess import prepare
 from engine.raster import compute_stretch, open_raster, raster_info, read_tile, resample_scale, select_bands
 from engine.search import run_search
+from engine.settings import apply_startup_defaults
 from engine.similar import SimilarSearch
 from engine.store import (
     Store,
@@ -41,6 +42,15 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
+def _file_key(path: Path) -> tuple:
+    """(inode, mtime, size) of a file written by atomic rename (a new version has a new inode); () when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class Engine(SimilarSearch):
     """Loaded bundles (lazily), store cache and the operations (find similar, feedback, score maps: engine/similar.py);
     safe to share between threads."""
@@ -53,6 +63,7 @@ class Engine(SimilarSearch):
         caption_bank: Path | None = None,
         threads: int | None = None,
     ) -> None:
+        apply_startup_defaults()  # environment defaults GDAL and Hugging Face read (engine/settings.py)
         self.root = Path(root) if root else stores_dir()
         explicit = [Path(m) for m in (models or [])]
         if default_model is not None:
@@ -75,6 +86,7 @@ class Engine(SimilarSearch):
             self.default = self.default or b.meta.name
         self._encoders: dict[str, Encoder] = {}
         self._stores: dict[tuple, Store] = {}
+        self._catalogs: dict[tuple, object] = {}  # opened catalogs (their rows hold the exact index in memory)
         self._lock = threading.Lock()
         self._threads = threads
         self._caption_path = caption_bank
@@ -236,9 +248,21 @@ class Engine(SimilarSearch):
         return write_catalog(name, stores, self._catalog_root(), rebuild)
 
     def catalog(self, name: str):
-        from engine.catalog import open_catalog
+        """Open (cached while its catalog.json, its index and its member stores are unchanged) a catalog."""
+        from engine.catalog import check_name, open_catalog
 
-        return open_catalog(name, self.store, self._catalog_root())
+        path = self._catalog_root() / check_name(name)
+        key = (name, *(_file_key(path / f) for f in ("catalog.json", f"{INDEX_DIR}/meta.json")))
+        with self._lock:
+            cached = self._catalogs.get(key)
+        if cached is not None and all(self.store(s.store_id) is s for s in cached.stores):
+            return cached
+        cat = open_catalog(name, self.store, self._catalog_root())
+        with self._lock:
+            if len(self._catalogs) > 8:
+                self._catalogs.clear()
+            self._catalogs[key] = cat
+        return cat
 
     def catalogs(self) -> list[dict]:
         from engine.catalog import list_catalogs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -11,8 +10,10 @@ ENV_VAR = "RSITR_SHARED"
 
 def shared_root() -> Path:
     """Return the shared-data root: ``$RSITR_SHARED`` if set, else ``<project>/../shared``."""
-    value = os.environ.get(ENV_VAR)
-    return Path(value).expanduser().resolve() if value else (PROJECT_ROOT.parent / "shared").resolve()
+    from engine.settings import current
+
+    value = current().shared
+    return value.resolve() if value else (PROJECT_ROOT.parent / "shared").resolve()
 
 
 def shared_path(*parts: str) -> Path:

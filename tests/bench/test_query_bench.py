@@ -50,6 +50,14 @@ def test_goals_and_table():
     lines = markdown(res)
     assert lines[2].startswith("| pooled | 1,000,000 (4.5) | IVF-SQ8 | 900.00 / 1800.00 ms, r@10 1.000 |")
     assert "estimated 300 s" in lines[2] and lines[0].count("|") == lines[2].count("|")
+    assert not any("equal bytes" in line for line in lines)  # IVF-PQ16x4fs skipped: no hash verdict
+    assert any("IVF-PQ64x4fs (32 B) 40.0 B/tile = 4.0 GB" in line for line in lines)  # 1e8 projection
+    rows[1]["paths"]["ivf_pq8"] = _path(3.0, 0.5, 2.0, 16.0)
+    verdict = [line for line in markdown(res) if line.startswith("- pooled 10,000,000")]
+    assert verdict == [
+        "- pooled 10,000,000: CHNR binary recall@10 0.130 at p50 20.00 ms; IVF-PQ16x4fs recall@10 0.500 at p50 "
+        "3.00 ms -> **IVF-PQ16x4fs**"
+    ]
 
 
 def test_every_path_on_a_tiny_store(tmp_path):

@@ -53,8 +53,9 @@ def test_choose_spec_by_size():
     assert choose_spec(fi.FLAT_MAX_TILES - 1).kind == "flat"
     sq = choose_spec(1_000_000)
     assert sq.kind == "ivf_sq8" and sq.factory() == "IVF1000,SQ8" and sq.rerank(10) == 64
-    pq = choose_spec(10_000_000)
-    assert pq.kind == "ivf_pq" and pq.factory() == f"IVF3162,{fi.PQ_CODE}" and pq.rerank(10) == 256
+    assert choose_spec(10_000_000).factory() == "IVF3162,SQ8"
+    pq = choose_spec(30_000_000)
+    assert pq.kind == "ivf_pq" and pq.factory() == f"IVF4096,{fi.PQ_CODE}" and pq.rerank(10) == fi.PQ_RERANK_MIN
     assert choose_spec(500, force_ivf=True).n_lists == 12  # at least 39 training rows per list
 
 

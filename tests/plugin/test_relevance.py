@@ -286,6 +286,7 @@ def test_scoremap_processing_algorithm(processing_ready, similar_raster, tmp_pat
         x0, y0, w, h = r["window"]
         value, ok = smap.dataProvider().sample(QgsPointXY(410000.0 + x0 + w / 2, 5010000.0 - y0 - h / 2), 1)
         assert ok and value == pytest.approx(r["score"], abs=1e-6)
+    del smap  # a layer no project owns must be gone before QGIS exits (PyQGIS segfaults at exit otherwise)
     assert out["MAX"] == pytest.approx(search["results"][0]["score"], abs=1e-6)
 
     sid = search["results"][0]["store_id"]
@@ -294,7 +295,9 @@ def test_scoremap_processing_algorithm(processing_ready, similar_raster, tmp_pat
     out = processing.run(
         "rsitr:scoremap", {"INPUT": str(similar_raster), "LABELS": str(labels), "OUTPUT": str(tmp_path / "fb.tif")}
     )
-    assert 0 <= out["MIN"] <= out["MAX"] <= 1 and QgsRasterLayer(out["OUTPUT"], "fb").isValid()
+    fb_layer = QgsRasterLayer(out["OUTPUT"], "fb")
+    assert 0 <= out["MIN"] <= out["MAX"] <= 1 and fb_layer.isValid()
+    del fb_layer
     fb = Feedback()
     with pytest.raises(QgsProcessingException) as err:
         processing.run(

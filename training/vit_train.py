@@ -268,6 +268,9 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         torch.cuda.set_device(device)
     dtype = resolve_precision(opts.precision, device)
     check_config(cfg, dist_.world, opts)
+    ckpt = cfg.model.get("checkpoint")
+    if ckpt and not Path(str(ckpt)).expanduser().is_file():  # before minutes of data loading
+        raise ViTConfigError(f"model.checkpoint: no such file {ckpt}")
     torch.set_num_threads(cfg.num_threads)
     from training.train import seed_all
 

@@ -109,12 +109,20 @@ def export_vit_bundles(best_pt: Path, out: Path, cfg, opts, val, log=print) -> d
         v = out.with_name(out.name + "-fp16")
         cos = fp16_variant(out, v)
         vm = split_mr(v, val)
-        vmetrics = {val_key: {"mr": vm, "n_images": len(val.files)}, "mr_cost_vs_fp32": round(res["fp32"]["val_mr"] - vm, 2)}
+        vmetrics = {
+            val_key: {"mr": vm, "n_images": len(val.files)},
+            "mr_cost_vs_fp32": round(res["fp32"]["val_mr"] - vm, 2),
+        }
         if opts.test_eval:
             from training.ship import evaluate_bundle_full
 
             vmetrics["rsicd_aid150_test"] = evaluate_bundle_full(v, cfg.data_json, "test")
         _update_meta(v, name=f"{name}-fp16", precision="fp16", variant_cosine_to_fp32=cos, metrics=vmetrics)
-        res["fp16"] = {"path": str(v), "val_mr": vm, "cosine_to_fp32": cos, "mr_cost_vs_fp32": vmetrics["mr_cost_vs_fp32"]}
+        res["fp16"] = {
+            "path": str(v),
+            "val_mr": vm,
+            "cosine_to_fp32": cos,
+            "mr_cost_vs_fp32": vmetrics["mr_cost_vs_fp32"],
+        }
         log(f"fp16 bundle {v}: cosine to fp32 {cos}, val mR {vm} (cost {vmetrics['mr_cost_vs_fp32']})")
     return res

@@ -86,8 +86,10 @@ def build_vit(cfg: TrainConfig, n_classes: int, log):
     except (KeyError, TypeError, ValueError) as exc:
         raise ViTConfigError(f"model: {exc}") from None
     src = report.checkpoint or f"random init ({model.cfg.open_clip or model.cfg.architecture})"
-    log(f"model {model.cfg.architecture}: {report.kind} from {src}, activation {report.activation}, "
-        f"{report.loaded} tensors loaded, {len(report.missing)} initialised here")
+    log(
+        f"model {model.cfg.architecture}: {report.kind} from {src}, activation {report.activation}, "
+        f"{report.loaded} tensors loaded, {len(report.missing)} initialised here"
+    )
     return model, report
 
 
@@ -127,8 +129,9 @@ def train_scene_prior(model, cfg, opts, data: dict, classes, device, dtype, log)
         perm = idx[torch.randperm(len(idx)).numpy()]
         batches = [perm[i : i + cfg.scene_batch] for i in range(0, len(perm), cfg.scene_batch)]
         correct, tot = 0, 0.0
-        for b, x in zip(batches, image_batches(data["train_ds"], batches, opts.workers, device.type == "cuda"),
-                        strict=True):
+        for b, x in zip(
+            batches, image_batches(data["train_ds"], batches, opts.workers, device.type == "cuda"), strict=True
+        ):
             x = x.to(device, non_blocking=True)
             if opts.augment == "d4":
                 x = d4_augment(x)
@@ -254,7 +257,8 @@ def check_config(cfg: TrainConfig, world: int, opts: ViTOptions) -> None:
         raise ViTConfigError(f"caption_sampling={cfg.caption_sampling} needs pairs_per_epoch=images")
     if cfg.batch_size % (world * opts.accum_steps):
         raise ViTConfigError(
-            f"batch_size {cfg.batch_size} must be a multiple of processes x vit.accum_steps ({world * opts.accum_steps})"
+            f"batch_size {cfg.batch_size} must be a multiple of processes x vit.accum_steps "
+            f"({world * opts.accum_steps})"
         )
 
 
@@ -286,9 +290,11 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     if dist_.main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     train, val, classes, noise = load_splits(cfg)
-    log(f"train {len(train.rows)} pairs / {len(train.files)} images; val {len(val.files)} images; "
+    log(
+        f"train {len(train.rows)} pairs / {len(train.files)} images; val {len(val.files)} images; "
         f"{len(classes)} classes; device {device}, {str(dtype)[6:]}, {dist_.world} process(es), "
-        f"accum {opts.accum_steps}")
+        f"accum {opts.accum_steps}"
+    )
     model, init_report = build_vit(cfg, len(classes), log)
     mc = model.cfg
     tok_json = run_dir / "clip_tokenizer.json"
@@ -309,8 +315,15 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     model.to(device)
 
     ckpt_last = run_dir / "last.pt"
-    state = {"epoch": 0, "best_mr": -1.0, "history": [], "scene": None, "quantiles": None,
-             "init": init_report.to_dict(), "step": 0}
+    state = {
+        "epoch": 0,
+        "best_mr": -1.0,
+        "history": [],
+        "scene": None,
+        "quantiles": None,
+        "init": init_report.to_dict(),
+        "step": 0,
+    }
     ck = None
     if resume and ckpt_last.exists():
         ck = torch.load(ckpt_last, map_location="cpu", weights_only=False)  # nosec B614 - our own checkpoint
@@ -347,8 +360,9 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         opt.load_state_dict(ck["optimizer"]["opt"])
         sched.load_state_dict(ck["optimizer"]["sched"])
         scaler.load_state_dict(ck["optimizer"]["scaler"])
-    sp = SelfPacedParams(cfg.gamma1, cfg.gamma2, cfg.threshold_mode, cfg.q1, cfg.q2, cfg.lambda1, cfg.lambda2,
-                         cfg.sigma0)
+    sp = SelfPacedParams(
+        cfg.gamma1, cfg.gamma2, cfg.threshold_mode, cfg.q1, cfg.q2, cfg.lambda1, cfg.lambda2, cfg.sigma0
+    )
     corrupted = noise.corrupted if noise is not None else np.zeros(len(train.rows), dtype=bool)
     local = cfg.batch_size // dist_.world
     while state["epoch"] < cfg.epochs:
@@ -377,12 +391,13 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             txt_idx = torch.from_numpy(train.row_txt[rows])
             labels = labels_row[torch.from_numpy(rows)]
 
-            def loss_fn(ei, et, img_idx=img_idx, txt_idx=txt_idx, labels=labels):
+            def loss_fn(ei, et, img_idx=img_idx, txt_idx=txt_idx, labels=labels, ep=ep):
                 return retrieval_loss(model, cfg, sp, ei, et, img_idx, txt_idx, labels, ep, state["quantiles"])
 
             opt.zero_grad(set_to_none=True)
-            loss, st = backward_step(towers, loss_fn, x, toks, y, opts.accum_steps, dtype, scaler,
-                                     dist_.rank, dist_.world)
+            loss, st = backward_step(
+                towers, loss_fn, x, toks, y, opts.accum_steps, dtype, scaler, dist_.rank, dist_.world
+            )
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
@@ -401,8 +416,10 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             wts.append(st["weight"].numpy())
             tick_n += len(rows)
             if opts.log_every and (b + 1) % opts.log_every == 0:
-                log(f"epoch {ep + 1} step {b + 1}/{nb}: loss {float(loss):.3f}, "
-                    f"{tick_n / max(time.time() - tick, 1e-9):.1f} samples/s")
+                log(
+                    f"epoch {ep + 1} step {b + 1}/{nb}: loss {float(loss):.3f}, "
+                    f"{tick_n / max(time.time() - tick, 1e-9):.1f} samples/s"
+                )
                 tick, tick_n = time.time(), 0
         train_s = time.time() - t0
         seen_a, pl_a, grp_a = np.concatenate(seen), np.concatenate(pl), np.concatenate(grp)
@@ -428,8 +445,11 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         }
         rec.update({f"loss_{k}": v / nb for k, v in sums.items()})
         rec.update({f"val_{k}": v for k, v in vm.items()})
-        rec["division"] = {"clean": int((grp_a == 0).sum()), "ambiguous": int((grp_a == 1).sum()),
-                           "noisy": int((grp_a == 2).sum())}
+        rec["division"] = {
+            "clean": int((grp_a == 0).sum()),
+            "ambiguous": int((grp_a == 1).sum()),
+            "noisy": int((grp_a == 2).sum()),
+        }
         if noise is not None:
             from training.train import division_pr
 

@@ -53,8 +53,12 @@ def test_each_layout_loads_every_weight_with_the_family_activation(vit_b32_state
         obj = _pir_clip_checkpoint(sd)
         expect = {k[7:]: v for k, v in obj["state_dict"].items()}
     elif holder == "openai":  # OpenAI's state dict carries three integers next to the tensors
-        obj = {**sd, "input_resolution": torch.tensor(224), "context_length": torch.tensor(77),
-               "vocab_size": torch.tensor(49408)}
+        obj = {
+            **sd,
+            "input_resolution": torch.tensor(224),
+            "context_length": torch.tensor(77),
+            "vocab_size": torch.tensor(49408),
+        }
         expect = sd
     else:
         obj, expect = sd, sd

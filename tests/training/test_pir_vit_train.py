@@ -43,8 +43,11 @@ def _write_checkpoint(tmp_path, layout: str):
         path, obj = tmp_path / "epoch_5.pt", {"epoch": 5, "state_dict": {f"module.{k}": v for k, v in sd.items()}}
         return path, sd, obj
     if layout == "openai":
-        meta = {"input_resolution": torch.tensor(64), "context_length": torch.tensor(77),
-                "vocab_size": torch.tensor(49408)}
+        meta = {
+            "input_resolution": torch.tensor(64),
+            "context_length": torch.tensor(77),
+            "vocab_size": torch.tensor(49408),
+        }
         return tmp_path / "ViT-tiny.pt", towers, {**towers, **meta}
     name = "RS5M_ViT-tiny.pt" if layout == "georsclip" else "RemoteCLIP-ViT-tiny.pt"
     return tmp_path / name, towers, towers
@@ -100,8 +103,10 @@ def test_robust_run_resumes_exports_and_the_engine_serves_it(tmp_path, shared, m
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2]
     assert all(x["samples_per_s"] > 0 and x["precision"] == "bfloat16" and x["accum_steps"] == 2 for x in lines)
-    assert "full_division" not in lines[0] and sum(lines[1]["full_division"][k] for k in ("clean", "ambiguous",
-                                                                                          "noisy")) == 45
+    assert (
+        "full_division" not in lines[0]
+        and sum(lines[1]["full_division"][k] for k in ("clean", "ambiguous", "noisy")) == 45
+    )
     assert {"loss_main", "loss_aff", "loss_unif", "loss_curr", "loss_hash"} <= set(lines[1])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["scene"] == first["state"]["scene"]  # the scene prior ran once, before retrieval training
@@ -145,8 +150,9 @@ def test_each_layout_initialises_and_trains(tmp_path, shared, layout, act):
 
     path, tensors, obj = _write_checkpoint(tmp_path, layout)
     torch.save(obj, path)
-    run_dir = run(TrainConfig.load(CONFIG, _overrides(tmp_path, layout, path, ["epochs=1", "export=false",
-                                                                              "loss=robust"])))
+    run_dir = run(
+        TrainConfig.load(CONFIG, _overrides(tmp_path, layout, path, ["epochs=1", "export=false", "loss=robust"]))
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["init"]["kind"] == layout and summary["activation"] == act
     assert summary["init"]["loaded"] == len(tensors)
@@ -157,29 +163,23 @@ def test_each_layout_initialises_and_trains(tmp_path, shared, layout, act):
 
 
 def test_gradient_accumulation_equals_the_full_batch_gradient():
-    from training.losses import SelfPacedParams
     from training.vit_step import Towers, backward_step, retrieval_loss
 
-    cfg = TrainConfig.load(CONFIG, ["loss=robust", "sp_warmup_epochs=0", "curriculum_weight=0.5"])
-    sp = SelfPacedParams(cfg.gamma1, cfg.gamma2, cfg.threshold_mode, cfg.q1, cfg.q2, cfg.lambda1, cfg.lambda2,
-                         cfg.sigma0)
-    torch.manual_seed(0)
-    model = _tiny_model()
-    model.res_visual.eval()
-    for p in model.res_visual.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(8, 3, 64, 64)
-    toks = torch.randint(1, 49000, (8, 77))
-    toks[:, 20:] = 0
-    toks[:, 19] = 49407
-    img_idx, txt_idx = torch.arange(8), torch.tensor([0, 1, 2, 3, 4, 5, 6, 6])
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    model, cfg, sp, x, toks, img_idx, txt_idx, labels = _grad_case()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
 
     def grads(accum):
         model.zero_grad(set_to_none=True)
-        backward_step(Towers(model), lambda i, t: retrieval_loss(model, cfg, sp, i, t, img_idx, txt_idx, labels,
-                                                                 1, None), x, toks, None, accum, torch.float32, scaler)
+        backward_step(
+            Towers(model),
+            lambda i, t: retrieval_loss(model, cfg, sp, i, t, img_idx, txt_idx, labels, 1, None),
+            x,
+            toks,
+            None,
+            accum,
+            torch.float32,
+            scaler,
+        )
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     full, acc = grads(1), grads(4)
@@ -246,3 +246,99 @@ def test_instruction_cache_matches_live_instruction():
         b = model.encode_image_with_instruction(x, y)
     assert torch.allclose(a, b, atol=1e-6)
     assert np.isfinite(a.numpy()).all()
+
+
+def _grad_case():
+    """(model, cfg, sp, images, tokens, img_idx, txt_idx, labels) of the gradient tests, deterministic."""
+    from training.losses import SelfPacedParams
+
+    cfg = TrainConfig.load(CONFIG, ["loss=robust", "sp_warmup_epochs=0", "curriculum_weight=0.5"])
+    sp = SelfPacedParams(
+        cfg.gamma1, cfg.gamma2, cfg.threshold_mode, cfg.q1, cfg.q2, cfg.lambda1, cfg.lambda2, cfg.sigma0
+    )
+    torch.manual_seed(0)
+    model = _tiny_model()
+    model.res_visual.eval()
+    for p in model.res_visual.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(8, 3, 64, 64)
+    toks = torch.randint(1, 49000, (8, 77))
+    toks[:, 20:] = 0
+    toks[:, 19] = 49407
+    return (
+        model,
+        cfg,
+        sp,
+        x,
+        toks,
+        torch.arange(8),
+        torch.tensor([0, 1, 2, 3, 4, 5, 6, 6]),
+        torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+    )
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from training.vit_step import Towers, backward_step, retrieval_loss
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model, cfg, sp, x, toks, ii, ti, lab = _grad_case()
+    towers = Towers(model)
+    DDP._set_params_and_buffers_to_ignore_for_model(
+        towers,
+        [
+            f"m.{n}"
+            for n, _ in [*model.named_parameters(), *model.named_buffers()]
+            if n.startswith(("logit_scale", "hash_"))
+        ],
+    )
+    towers = DDP(towers)
+    own = slice(rank * 4, rank * 4 + 4)
+    backward_step(
+        towers,
+        lambda i, t: retrieval_loss(model, cfg, sp, i, t, ii, ti, lab, 1, None),
+        x[own],
+        toks[own],
+        None,
+        2,
+        torch.float32,
+        torch.amp.GradScaler("cpu", enabled=False),
+        rank,
+        2,
+    )
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, out)
+    dist.destroy_process_group()
+
+
+def test_ddp_gradient_equals_the_single_process_full_batch_gradient(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from training.vit_step import Towers, backward_step, retrieval_loss
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp_grads.pt"
+    mp.spawn(_ddp_worker, args=(port, str(out)), nprocs=2, join=True)
+    model, cfg, sp, x, toks, ii, ti, lab = _grad_case()
+    backward_step(
+        Towers(model),
+        lambda i, t: retrieval_loss(model, cfg, sp, i, t, ii, ti, lab, 1, None),
+        x,
+        toks,
+        None,
+        1,
+        torch.float32,
+        torch.amp.GradScaler("cpu", enabled=False),
+    )
+    ddp = torch.load(out, weights_only=True)
+    full = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(ddp) == set(full) and "visual.conv1.weight" in full
+    for n in full:
+        assert torch.allclose(full[n], ddp[n], atol=1e-6, rtol=1e-4), n

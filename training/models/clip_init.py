@@ -155,7 +155,9 @@ def load_checkpoint_into(model, sd: dict[str, torch.Tensor], kind: str, path: st
         raise ValueError(f"unexpected checkpoint tensors: {res.unexpected_keys[:5]}")
     act = "quick_gelu" if cfg.quick_gelu else "gelu"
     if act != activation_of(kind):
-        warnings.warn(f"{kind} checkpoints were trained with {activation_of(kind)} but the model uses {act}", stacklevel=2)
+        warnings.warn(
+            f"{kind} checkpoints were trained with {activation_of(kind)} but the model uses {act}", stacklevel=2
+        )
     return InitReport(str(path) if path else None, kind, act, len(sd), missing)
 
 

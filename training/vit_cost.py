@@ -44,6 +44,7 @@ def measure(arch: str = "pir_vit_b_32", device: str = "cpu", batch: int = 2, pre
 
     with FlopCounterMode(display=False) as fc:
         step()
+
     def saved_bytes(n: int) -> int:
         """Bytes autograd saves for a forward of ``n`` samples (storages counted once)."""
         seen: dict[int, int] = {}

@@ -96,13 +96,16 @@ def export_vit_bundles(best_pt: Path, out: Path, cfg, opts, val, log=print) -> d
     _update_meta(out, source_checkpoint={**init, "activation": act}, licenses=lic)
     res = {"fp32": {"path": str(out)}}
     val_key = f"{cfg.name}_val"
+    # the key the engine and the picker read for the default data set; another data set gets its own name
+    stem = Path(str(cfg.data_json)).stem.removeprefix("dataset_")
+    test_key = f"{stem}_test"
     res["fp32"]["val_mr"] = split_mr(out, val)
     metrics = {val_key: {"mr": res["fp32"]["val_mr"], "n_images": len(val.files)}}
     if opts.test_eval:
         from training.ship import evaluate_bundle_full
 
-        metrics["rsicd_aid150_test"] = evaluate_bundle_full(out, cfg.data_json, "test")
-        res["fp32"]["test_mr"] = metrics["rsicd_aid150_test"]["mr"]
+        metrics[test_key] = evaluate_bundle_full(out, cfg.data_json, "test")
+        res["fp32"]["test_mr"] = metrics[test_key]["mr"]
     _update_meta(out, metrics=metrics)
     log(f"fp32 bundle {out}: val mR {res['fp32']['val_mr']}")
     if opts.fp16_variant:
@@ -116,7 +119,7 @@ def export_vit_bundles(best_pt: Path, out: Path, cfg, opts, val, log=print) -> d
         if opts.test_eval:
             from training.ship import evaluate_bundle_full
 
-            vmetrics["rsicd_aid150_test"] = evaluate_bundle_full(v, cfg.data_json, "test")
+            vmetrics[test_key] = evaluate_bundle_full(v, cfg.data_json, "test")
         _update_meta(v, name=f"{name}-fp16", precision="fp16", variant_cosine_to_fp32=cos, metrics=vmetrics)
         res["fp16"] = {
             "path": str(v),

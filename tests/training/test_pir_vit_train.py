@@ -142,6 +142,11 @@ def test_robust_run_resumes_exports_and_the_engine_serves_it(tmp_path, shared, m
     assert res.n_tiles > 0
     out = eng.search("a baseball field next to trees", rasters=[raster], k=3)
     assert 0 < len(out["results"]) <= 3
+    eng.index(raster, IndexParams(tile=64), model=meta16["name"])  # the fp16 bundle serves too
+    out16 = eng.search("a baseball field next to trees", rasters=[raster], k=3, model=meta16["name"])
+    s32 = {r["tile_id"]: r["score"] for r in out["results"]}
+    s16 = {r["tile_id"]: r["score"] for r in out16["results"]}
+    assert set(s16) & set(s32) and all(abs(s16[t] - s32[t]) < 0.02 for t in set(s16) & set(s32))
 
 
 @pytest.mark.parametrize("layout,act", [("pir-clip", "gelu"), ("openai", "quick_gelu"), ("georsclip", "quick_gelu")])

@@ -486,6 +486,9 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     if dist_.main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         log(f"done: {json.dumps(summary, default=str)}")
+    if dist_.world > 1:
+        _barrier(dist_)  # the others wait for rank 0's export
+        torch.distributed.destroy_process_group()
     return run_dir
 
 

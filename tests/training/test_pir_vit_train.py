@@ -220,6 +220,15 @@ def test_open_clip_architecture_by_name_random_init():
         e = model.encode_image(torch.randn(1, 3, 224, 224))
     assert e.shape == (1, 512) and abs(float(e.norm()) - 1) < 1e-4
     assert open_clip_model_config("ViT-L-14")["vision_layers"] == 24
+    from training.vit_train import is_vit_config, model_config_for
+
+    run_cfg = TrainConfig.load(CONFIG, ["model.open_clip=ViT-B-16", "model.belief_mode=code_v1_double_belief"])
+    mcfg, init = model_config_for(run_cfg, 30)
+    assert is_vit_config(run_cfg) and init == {"open_clip": "ViT-B-16"}
+    assert mcfg["architecture"] == "PIR-ViT-B-16" and mcfg["patch_size"] == 16 and not mcfg["quick_gelu"]
+    assert mcfg["belief_mode"] == "code_v1_double_belief"
+    lite = TrainConfig.load(PROJECT_ROOT / "training" / "configs" / "smoke.yaml")
+    assert not is_vit_config(lite)  # PIR-Lite configs keep their own trainer
     for bad in ("RN50", "convnext_base", "no-such-arch"):
         with pytest.raises(ValueError):
             open_clip_model_config(bad)

@@ -356,3 +356,38 @@ def test_ddp_gradient_equals_the_single_process_full_batch_gradient(tmp_path):
     assert set(ddp) == set(full) and "visual.conv1.weight" in full
     for n in full:
         assert torch.allclose(full[n], ddp[n], atol=1e-6, rtol=1e-4), n
+
+
+def test_torchrun_two_processes_trains_and_checkpoints(tmp_path, shared):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    path, _, obj = _write_checkpoint(tmp_path, "remoteclip")
+    torch.save(obj, path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sets = _overrides(tmp_path, "ddp", path, ["epochs=1", "export=false", "loss=robust", "vit.accum_steps=2"])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "training/train.py",
+        "--config",
+        str(CONFIG),
+        "--device",
+        "cpu",
+        "--set",
+        *sets,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["world_size"] == 2 and rec["accum_steps"] == 2 and rec["samples_per_s"] > 0 and rec["val_mr"] >= 0
+    ck = torch.load(tmp_path / "ddp" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["state"]["epoch"] == 1 and "scaler" in ck["optimizer"]

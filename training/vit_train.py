@@ -478,6 +478,8 @@ def run_vit(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         "seconds": round(time.time() - t_start, 1),
         "noise_effective_rate": noise.effective_rate if noise is not None else 0.0,
     }
+    if dist_.main:  # written before the export too, so a failed export leaves the run's summary
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if dist_.main and cfg.export and (run_dir / "best.pt").exists():
         from training.vit_export import export_vit_bundles
 

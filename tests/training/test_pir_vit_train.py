@@ -149,22 +149,37 @@ def test_robust_run_resumes_exports_and_the_engine_serves_it(tmp_path, shared, m
     assert set(s16) & set(s32) and all(abs(s16[t] - s32[t]) < 0.02 for t in set(s16) & set(s32))
 
 
-@pytest.mark.parametrize("layout,act", [("pir-clip", "gelu"), ("openai", "quick_gelu"), ("georsclip", "quick_gelu")])
-def test_each_layout_initialises_and_trains(tmp_path, shared, layout, act):
+@pytest.mark.parametrize(
+    "layout,act,options",
+    [
+        ("pir-clip", "gelu", []),
+        ("openai", "quick_gelu", ["vit.instr_cache=true"]),  # the frozen-instruction cache
+        ("georsclip", "quick_gelu", ["vit.freeze_text=true"]),
+    ],
+)
+def test_each_layout_initialises_and_trains(tmp_path, shared, layout, act, options):
     from training.train import run
 
     path, tensors, obj = _write_checkpoint(tmp_path, layout)
     torch.save(obj, path)
-    run_dir = run(
-        TrainConfig.load(CONFIG, _overrides(tmp_path, layout, path, ["epochs=1", "export=false", "loss=robust"]))
-    )
+    over = _overrides(tmp_path, layout, path, ["epochs=0", "export=false", "loss=robust", *options])
+    run(TrainConfig.load(CONFIG, over))  # the scene prior only: epoch-0 checkpoint
+    scene = torch.load(tmp_path / layout / "last.pt", map_location="cpu", weights_only=False)["state_dict"]
+    run_dir = run(TrainConfig.load(CONFIG, [*over, "epochs=1"]), resume=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["init"]["kind"] == layout and summary["activation"] == act
     assert summary["init"]["loaded"] == len(tensors)
     ck = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    sd = ck["state_dict"]
     assert ck["model_config"]["quick_gelu"] == (act == "quick_gelu")
-    # trained: the towers moved away from the checkpoint
-    assert not torch.equal(ck["state_dict"]["visual.proj"], tensors["visual.proj"])
+    # trained: the image tower moved away from the checkpoint; the instruction encoder, frozen after the scene
+    # prior, did not move in retrieval training
+    assert not torch.equal(sd["visual.proj"], tensors["visual.proj"])
+    assert all(torch.equal(sd[k], scene[k]) for k in sd if k.startswith("res_visual."))
+    if layout == "pir-clip":  # the scene prior trained the checkpoint's instruction encoder
+        assert not torch.equal(scene["res_visual.conv1.weight"], tensors["res_visual.conv1.weight"])
+    text_moved = not torch.equal(sd["text_projection"], tensors["text_projection"])
+    assert text_moved == ("vit.freeze_text=true" not in options)
 
 
 def test_gradient_accumulation_equals_the_full_batch_gradient():

@@ -175,10 +175,13 @@ def load_pretrained(model: PIRViT, path: str | Path, kind: str = "auto") -> Load
     left as initialised). ``kind``: auto | pir-clip | remoteclip | georsclip | openai. Warns when the model's
     activation differs from the one the checkpoint family was trained with.
     """
+    from training.models.clip_init import OPENAI_META_KEYS, detect_layout
+
     sd = read_state_dict(path)
-    has_instr = any(k.startswith("res_visual.") for k in sd)
-    if kind == "auto":
-        kind = "pir-clip" if has_instr else "remoteclip"
+    if kind == "auto":  # PIR-CLIP / OpenAI / GeoRSCLIP (file name) / RemoteCLIP (training/models/clip_init.py)
+        kind = detect_layout(sd, path)
+    for k in OPENAI_META_KEYS:
+        sd.pop(k, None)
     act = "quick_gelu" if model.cfg.quick_gelu else "gelu"
     want = CHECKPOINT_ACTIVATION.get(kind)
     if want and want != act:

@@ -165,3 +165,13 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"scene_class_embeddings.npy has shape {class_emb.shape}, expected ({len(classes)}, {meta.embed_dim})",
         )
     return Bundle(path=p, meta=meta, classes=classes, prompts=prompts, class_embeddings=class_emb)
+
+
+def bundle_bytes(path: str | os.PathLike) -> int:
+    """Size of a bundle folder's files (what a model picker shows)."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
+def measured_test_mr(meta: ModelMeta) -> float | None:
+    """The bundle's measured test mR on rsicd_aid150 from ``model.json`` metrics (None when not measured)."""
+    return meta.raw.get("metrics", {}).get("rsicd_aid150_test", {}).get("mr")

@@ -353,7 +353,7 @@ def cmd_models(args) -> int:
         _emit(args, {"models_dir": str(root)}, str(root))
         return 0
     if args.action == "list":
-        from engine.bundle import load_bundle
+        from engine.bundle import bundle_bytes, load_bundle, measured_test_mr
         from engine.errors import CorruptData
 
         os.environ["RSITR_MODELS_DIR"] = str(root)
@@ -366,8 +366,7 @@ def cmd_models(args) -> int:
                 rows.append({"path": str(path), "error": exc.message})
                 lines.append(f"{path.name:<16} broken: {exc.message}")
                 continue
-            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-            mr = meta.raw.get("metrics", {}).get("rsicd_aid150_test", {}).get("mr")
+            size, mr = bundle_bytes(path), measured_test_mr(meta)
             row = {
                 "name": meta.name,
                 "version": meta.version,

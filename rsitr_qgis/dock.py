@@ -207,8 +207,7 @@ class SearchDock(QgsDockWidget):
             self.model_combo.clear()
             self.model_combo.addItem("(engine default)", "")
             for m in models:
-                label = f"{m.get('name')} {m.get('version', '')}" + (" (default)" if m.get("default") else "")
-                self.model_combo.addItem(label.strip(), m.get("name"))
+                self.model_combo.addItem(model_label(m), m.get("name"))
             idx = self.model_combo.findData(current)
             self.model_combo.setCurrentIndex(max(0, idx))
             self.model_combo.blockSignals(False)
@@ -434,3 +433,13 @@ class SearchDock(QgsDockWidget):
         canvas.setExtent(rect)
         canvas.refresh()
         canvas.flashGeometries([geom], src, QColor(255, 230, 0, 255), QColor(255, 0, 0, 255), 3, 300)
+
+
+def model_label(m: dict) -> str:
+    """Picker text of one ``GET /models`` entry: name, version, size and test mR (from its model.json)."""
+    parts = [str(m.get("name")), str(m.get("version") or "")]
+    if m.get("bytes") is not None:
+        parts.append(f"{m['bytes'] / 1e6:.0f} MB")
+    mr = m.get("test_mr")
+    parts.append(f"test mR {mr:.1f}" if isinstance(mr, int | float) else "test mR -")
+    return ", ".join(p for p in parts if p) + (" (default)" if m.get("default") else "")

@@ -36,6 +36,8 @@ class TrainConfig:
     # model
     model_config: str = "pir_lite"  # training/models/configs/<name>.json
     model: dict = field(default_factory=dict)  # overrides of the model config
+    # PIR-ViT trainer options (training/vit_train.py ViTOptions: device, precision, accum_steps, layer_decay...)
+    vit: dict = field(default_factory=dict)
     # schedule
     epochs: int = 10
     batch_size: int = 128
@@ -110,6 +112,8 @@ class TrainConfig:
             key = KEY_ALIASES.get(key, key)
             if key.startswith("model."):
                 data.setdefault("model", {})[key[6:]] = val
+            elif key.startswith("vit."):  # PIR-ViT trainer options (issue 19)
+                data.setdefault("vit", {})[key[4:]] = val
             else:
                 data[key] = val
         cfg = from_dict_strict(cls, data, "config")

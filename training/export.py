@@ -61,7 +61,7 @@ class _ClipText(nn.Module):
 
 
 def _is_clip(model) -> bool:
-    return getattr(model.cfg, "architecture", "") == "PIR-ViT-B-32"
+    return getattr(model.cfg, "architecture", "").startswith("PIR-ViT")  # any PIR-ViT (issue 19)
 
 
 def write_tokenizer_json(src: Path, dst: Path, context_length: int, pad_id: int = 0) -> None:

@@ -389,6 +389,10 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
     """Train per ``cfg``; returns the run directory (``best.pt``, ``last.pt``, ``metrics.jsonl``, plots,
     bundle).
     """
+    from training.vit_train import is_vit_config, run_vit  # PIR-ViT end to end (issue 19)
+
+    if is_vit_config(cfg):
+        return run_vit(cfg, resume=resume, log_file=log_file)
     if cfg.caption_sampling not in ("uniform", "division", "oracle"):
         raise ValueError(f"caption_sampling must be 'uniform', 'division' or 'oracle', got {cfg.caption_sampling!r}")
     if not 0 <= cfg.warmup_division_at < 1:
@@ -568,13 +572,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/last.pt")
+    ap.add_argument("--device", help="PIR-ViT: auto (default), cpu, cuda or cuda:N (= --set vit.device=...)")
     args = ap.parse_args(argv)
     try:
         cfg = TrainConfig.load(args.config, [kv for group in args.set for kv in group])
     except (ValueError, OSError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
-    run(cfg, resume=args.resume)
+    from training.vit_options import ViTConfigError  # PIR-ViT (issue 19): bad values / checkpoints, one line
+
+    if args.device:
+        cfg.vit["device"] = args.device
+    try:
+        run(cfg, resume=args.resume)
+    except ViTConfigError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -134,7 +134,19 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/models":
             self._send(
                 200,
-                {"models": [{"name": "fake-model", "version": "0.0.1", "path": "/x", "embed_dim": 8, "default": True}]},
+                {
+                    "models": [
+                        {
+                            "name": "fake-model",
+                            "version": "0.0.1",
+                            "path": "/x",
+                            "embed_dim": 8,
+                            "bytes": 31_400_000,
+                            "test_mr": 22.18,
+                            "default": True,
+                        }
+                    ]
+                },
             )
         elif self.path == "/stores":
             self._send(

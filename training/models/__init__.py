@@ -25,7 +25,7 @@ def build_model(cfg: dict):
         from training.models.pir_lite import PIRLite, PIRLiteConfig
 
         return PIRLite(PIRLiteConfig.from_dict(cfg))
-    if arch == "PIR-ViT-B-32":
+    if arch.startswith("PIR-ViT"):  # PIR-ViT-B-32 or PIR-<open_clip ViT> (training/models/clip_init.py)
         from training.models.pir_vit import PIRViT, PIRViTConfig
 
         return PIRViT(PIRViTConfig.from_dict(cfg))

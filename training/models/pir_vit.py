@@ -20,6 +20,7 @@ from torch import nn
 
 from training.config import from_dict_strict
 from training.models.belief import apply_soft_belief
+from training.models.hash_head import HashHead
 
 # activation each public checkpoint family was trained with (a mismatch runs silently but degrades output)
 CHECKPOINT_ACTIVATION = {
@@ -54,9 +55,15 @@ class PIRViTConfig:
     std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
     hash_bits: int = 0
     pretrained: bool = False
+    open_clip: str | None = None  # the open_clip architecture the towers follow (None: ViT-B-32 as above)
+    mlp_ratio: float = 4.0
 
     @classmethod
     def from_dict(cls, d: dict) -> PIRViTConfig:
+        d = dict(d)
+        for k in ("mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
         return from_dict_strict(cls, d, "PIR-ViT config")
 
     def to_dict(self) -> dict:
@@ -84,6 +91,7 @@ class PIRViT(_clip_base()):
             head_width=cfg.vision_head_width,
             patch_size=cfg.patch_size,
             image_size=cfg.image_size,
+            mlp_ratio=cfg.mlp_ratio,
             pool_type="tok",
         )
         text = CLIPTextCfg(
@@ -103,16 +111,22 @@ class PIRViT(_clip_base()):
             width=cfg.res_width,
         )
         self.vision_proj_res = nn.Linear(cfg.embed_dim, cfg.vision_width)
-        self.hash_image = self.hash_text = None
+        self.hash_image = HashHead(cfg.embed_dim, cfg.hash_bits) if cfg.hash_bits else None
+        self.hash_text = HashHead(cfg.embed_dim, cfg.hash_bits) if cfg.hash_bits else None
 
     def instruction_token(self, image: torch.Tensor) -> torch.Tensor:
         """[B,1,vision_width] from the same preprocessed image."""
         return self.vision_proj_res(self.res_visual(image)).unsqueeze(1)
 
     def encode_image(self, image: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.encode_image_with_instruction(image, self.instruction_token(image), normalize)
+
+    def encode_image_with_instruction(self, image: torch.Tensor, y: torch.Tensor, normalize: bool = True):
+        """Image embedding with a given instruction token ``y`` [B,1,vision_width] (cached when the instruction
+        encoder is frozen)."""
         v = self.visual
         x = v._embeds(image)  # conv1, CLS, positional embedding, patch dropout, ln_pre: [B,L,W]
-        y = self.instruction_token(image)
+        y = y.to(x.dtype)
         x = apply_soft_belief(x, y, self.cfg.belief_mode, self.cfg.belief_norm_dim)
         x = torch.cat([y, x], dim=1)  # instruction token: no positional embedding, no ln_pre
         x = v.transformer(x)
@@ -161,10 +175,13 @@ def load_pretrained(model: PIRViT, path: str | Path, kind: str = "auto") -> Load
     left as initialised). ``kind``: auto | pir-clip | remoteclip | georsclip | openai. Warns when the model's
     activation differs from the one the checkpoint family was trained with.
     """
+    from training.models.clip_init import OPENAI_META_KEYS, detect_layout
+
     sd = read_state_dict(path)
-    has_instr = any(k.startswith("res_visual.") for k in sd)
-    if kind == "auto":
-        kind = "pir-clip" if has_instr else "remoteclip"
+    if kind == "auto":  # PIR-CLIP / OpenAI / GeoRSCLIP (file name) / RemoteCLIP (training/models/clip_init.py)
+        kind = detect_layout(sd, path)
+    for k in OPENAI_META_KEYS:
+        sd.pop(k, None)
     act = "quick_gelu" if model.cfg.quick_gelu else "gelu"
     want = CHECKPOINT_ACTIVATION.get(kind)
     if want and want != act:

@@ -212,6 +212,11 @@ class Engine(SimilarSearch):
             if rasters or store_ids:
                 raise BadInput("search either a catalog or rasters/stores, not both")
             return self.search_catalog(query, catalog, k, threshold, aoi, model, nprobe)
+        stores, enc = self._searched(rasters, store_ids, model)
+        return run_search(stores, enc, query, k, threshold, aoi, nprobe)
+
+    def _searched(self, rasters, store_ids, model: str | None):
+        """The stores to search (one model) and the encoder for the query; text, example and feedback searches."""
         if not rasters and not store_ids:
             raise BadInput("give at least one raster or store to search")
         self._check_model(model)
@@ -220,7 +225,7 @@ class Engine(SimilarSearch):
         if len(names) > 1:
             raise BadInput(f"stores were indexed with different models: {', '.join(sorted(names))}")
         enc = self.encoder(model) if model else self.encoder_for_store(stores[0])
-        return run_search(stores, enc, query, k, threshold, aoi, nprobe)
+        return stores, enc
 
     # ------------------------------------------------------------ catalogs (engine/catalog.py)
     def index_many(

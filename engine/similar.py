@@ -74,17 +74,6 @@ class SimilarSearch:
         return np.stack(vecs), keys
 
     # ------------------------------------------------------------ ranking
-    def _searched(self, rasters, store_ids, model: str | None):
-        if not rasters and not store_ids:
-            raise BadInput("give at least one raster or store to search")
-        self._check_model(model)
-        stores = [self.store_for_raster(r, model) for r in rasters] + [self.store(s) for s in store_ids]
-        names = {s.manifest["model"]["name"] for s in stores}
-        if len(names) > 1:
-            raise BadInput(f"stores were indexed with different models: {', '.join(sorted(names))}")
-        enc = self.encoder(model) if model else self.encoder_for_store(stores[0])
-        return stores, enc
-
     def scorer(
         self, spec: QuerySpec, stores: list[Store], enc, params: FeedbackParams | None = None
     ) -> tuple[LinearScorer, dict]:

@@ -194,3 +194,23 @@ def test_long_and_unicode_queries(capsys, cache, bundle_dir, raster):
     assert code == 0 and "1 results" in out
     code, _, err = run(capsys, "search", "red", "--raster", raster, "--model", bundle_dir, "-k", "-3")
     assert code == 2 and _one_line_error(err)
+
+
+def test_every_cli_option_has_help_text():
+    """`python -m engine <command> --help` explains every option and positional argument."""
+    import argparse
+
+    from engine.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:  # argparse has no public accessor for its actions
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+                missing.append(f"{prefix} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "python -m engine")
+    assert not missing, missing

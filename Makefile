@@ -69,7 +69,6 @@ release: setup  ## dist/release: engine wheel, model archive (sha256 in its name
 bench: setup  ## benchmarks (not part of make test): writes bench/results and docs/performance.md
 	@test -f bench/run.py || { echo "make bench: not available yet (issue 7)"; exit 2; }
 	$(PY) bench/run.py $(BENCH_ARGS)
-	$(PY) bench/feedback.py  # issue 20: relevance-feedback round over 1e5 tiles -> bench/results/feedback.json
 
 stress: setup  ## slow reliability checks (not part of make test)
 	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }

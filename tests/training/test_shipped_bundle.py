@@ -1,5 +1,6 @@
 """The shipped default bundle (resources/models/pir-lite) reproduces the test metrics recorded in its model.json
-when evaluated on the full rsicd_aid150 test split (1,027 images, 5,135 captions) through the engine's ONNX path.
+by the standard protocol (training/metrics.py) when evaluated on the full rsicd_aid150 test split (1,027 images,
+5,135 captions) through the engine's ONNX path, and its embeddings do not depend on the batch.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ def shipped_eval():
 
 
 def test_only_one_bundle_dir_and_size():
-    from engine.config import default_model_dir
+    from engine.bundle import load_bundle
 
     dirs = [p for p in (PROJECT_ROOT / "resources" / "models").iterdir() if p.is_dir()]
     assert dirs == [BUNDLE]
     size = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
-    assert size <= 40 * 2**20, size
-    assert default_model_dir() is not None
+    assert size <= 40e6, size  # MB = 10^6 bytes, the stricter reading of the 40 MB cap
+    assert load_bundle(BUNDLE) is not None
 
 
 def test_model_json_metadata():
@@ -50,7 +51,38 @@ def test_shipped_bundle_reproduces_test_metrics(shipped_eval):
     meta = json.loads((BUNDLE / "model.json").read_text())
     rec = meta["metrics"]["rsicd_aid150_test"]
     assert m["n_images"] == 1027 and m["n_captions"] == 5135  # the full test split
-    assert abs(m["mr"] - rec["mr"]) <= 0.5, (m, rec)
+    # reproduced by the protocol model.json declares: "standard" from 0.3 on; 0.1/0.2 recorded ties-favourable
+    got = m["mr"] if rec.get("protocol") == "standard" else m["mr_ties_favourable"]
+    assert abs(got - rec["mr"]) <= 0.5, (m, rec)
     zs = meta["metrics"].get("rsicd_aid150_test_zero_shot_scene_top1")
     if zs is not None:
         assert abs(m["zero_shot_top1"] - zs) <= 1.0, (m["zero_shot_top1"], zs)
+
+
+def _dynamic_int8() -> bool:
+    """0.1/0.2 bundles quantise MatMul activations per batch (dynamic int8): a known defect (issue 17)."""
+    if not (BUNDLE / "model.json").is_file():
+        return False
+    prec = json.loads((BUNDLE / "model.json").read_text()).get("precision", "")
+    return "int8pc" in prec or "int8lin" in prec
+
+
+@pytest.mark.xfail(
+    condition=_dynamic_int8(),
+    reason="the shipped 0.2.0 bundle uses dynamic int8 MatMuls (activation scale per batch); 0.3 formats are "
+    "weight-only (training.ship VARIANTS) - remove this marker when a batch-invariant bundle ships",
+    strict=True,
+)
+def test_shipped_bundle_is_batch_invariant():
+    """One text and one tile embedded alone and inside a batch of 64 agree to 1e-4 (issue 17)."""
+    import numpy as np
+
+    from training.bundle_runtime import BundleEncoder
+
+    enc, own = BundleEncoder(BUNDLE), BundleEncoder(BUNDLE, use_engine=False)  # the engine caches text embeddings
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(64)]
+    texts = [f"{n} storage tanks beside a road and {64 - n} green trees" for n in range(64)]
+    img_d = np.abs(enc.encode_images(tiles[:1]) - enc.encode_images(tiles, batch=64)[:1]).max()
+    txt_d = np.abs(own.encode_texts(texts[:1]) - own.encode_texts(texts, batch=64)[:1]).max()
+    assert img_d < 1e-4 and txt_d < 1e-4, (img_d, txt_d)

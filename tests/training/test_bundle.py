@@ -175,3 +175,28 @@ def test_compact_variants_are_batch_invariant(smoke_bundle, tmp_path, image_prec
     dyn = make_mixed_variant(smoke_bundle, tmp_path / "dyn", "fp16w-int8lin", "int8pc", "fp32")
     dyn_img, dyn_txt = _alone_vs_batch(dyn, np.random.default_rng(0))
     assert dyn_img > 1e-4 and dyn_txt > 1e-4, (dyn_img, dyn_txt)  # the defect these formats replace
+
+
+def test_reformat_dynamic_int8_bundle_is_batch_invariant(smoke_bundle, tmp_path):
+    """training.ship.dynamic_to_weight_only turns a 0.2-format bundle (dynamic int8) into a batch-invariant one
+    over the same int8 weights."""
+    import shutil
+
+    import onnx
+
+    from training.bundle_runtime import BundleEncoder
+    from training.ship import dynamic_to_weight_only, make_mixed_variant
+
+    dyn = make_mixed_variant(smoke_bundle, tmp_path / "dyn", "fp16w-int8lin", "int8pc", "fp32")
+    fixed = tmp_path / "fixed"
+    shutil.copytree(dyn, fixed)
+    for f in ("image_encoder.onnx", "text_encoder.onnx"):
+        m = dynamic_to_weight_only(onnx.load(str(dyn / f)))
+        assert not any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in m.graph.node)
+        onnx.checker.check_model(m)
+        onnx.save(m, str(fixed / f))
+    img_d, txt_d = _alone_vs_batch(fixed, np.random.default_rng(0))
+    assert img_d < 1e-4 and txt_d < 1e-4, (img_d, txt_d)
+    texts = ["a runway with planes", "many green trees around a pond"]
+    a, b = BundleEncoder(dyn, use_engine=False), BundleEncoder(fixed, use_engine=False)
+    assert (a.encode_texts(texts) * b.encode_texts(texts)).sum(1).min() > 0.98

@@ -69,12 +69,6 @@ def _dynamic_int8() -> bool:
     )
 
 
-@pytest.mark.xfail(
-    condition=_dynamic_int8(),
-    reason="the shipped 0.2.0 bundle uses dynamic int8 MatMuls (activation scale per batch); 0.3 formats are "
-    "weight-only (training.ship VARIANTS) - remove this marker when a batch-invariant bundle ships",
-    strict=True,
-)
 def test_shipped_bundle_is_batch_invariant():
     """One text and one tile embedded alone and inside a batch of 64 agree to 1e-4 (issue 17)."""
     import numpy as np

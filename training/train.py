@@ -133,6 +133,14 @@ def division_epoch_pairs(
         model, train.cache["img_mid"], train.instr_feat, train.tcache["h_mid"], train.tcache["mask"]
     )
     scale = float(cfg.fixed_logit_scale) if cfg.fixed_logit_scale else float(model.logit_scale.exp())
+    return divide_and_sample(img, txt, scale, cfg, sp, train, rng, corrupted, t0)
+
+
+def divide_and_sample(
+    img: np.ndarray, txt: np.ndarray, scale: float, cfg, sp, train, rng, corrupted: np.ndarray, t0: float
+) -> tuple[np.ndarray, dict]:
+    """The division pass on embedded train rows (PIR-Lite and PIR-ViT): per-row losses in image-once batches,
+    chance-relative thresholds, division-guided caption sampling; returns the rows and the division's counts."""
     batches = caption_sampling.slot_batches(train.row_img, cfg.batch_size, rng)
     losses = caption_sampling.row_losses(
         torch.from_numpy(img), torch.from_numpy(txt), train.row_img, train.row_txt, scale, batches

@@ -27,7 +27,7 @@ from training.checkpoints import checkpoint, save_atomic
 from training.config import TrainConfig
 from training.data.splits import Split, load_splits
 from training.features import d4_augment
-from training.losses import SelfPacedParams, thresholds
+from training.losses import SelfPacedParams
 from training.metrics import retrieval_metrics
 from training.models import load_model_config
 from training.vit_data import ImageFiles, clip_token_ids, image_batches
@@ -212,27 +212,12 @@ def embed_split(model, ds: ImageFiles, tokens: torch.Tensor, opts, device, dtype
 
 def division_rows(model, cfg, sp, train: Split, data, opts, device, dtype, rng, corrupted) -> tuple[np.ndarray, dict]:
     """Rows of one robust epoch drawn after a no-grad division of every train row (``caption_sampling``)."""
-    from training.train import division_pr
+    from training.train import divide_and_sample
 
     t0 = time.time()
     img, txt = embed_split(model, data["train_ds"], data["train_tokens"], opts, device, dtype)
     scale = float(cfg.fixed_logit_scale) if cfg.fixed_logit_scale else float(model.logit_scale.detach().exp())
-    batches = caption_sampling.slot_batches(train.row_img, cfg.batch_size, rng)
-    losses = caption_sampling.row_losses(
-        torch.from_numpy(img), torch.from_numpy(txt), train.row_img, train.row_txt, scale, batches
-    )
-    g1, g2 = thresholds(sp, cfg.batch_size, 2, None)
-    group = caption_sampling.divide(losses, g1, g2)
-    rows = caption_sampling.sample_rows(train.row_img, group, losses, rng, cfg.sampling_all_noisy)
-    info = {
-        "clean": int((group == caption_sampling.CLEAN).sum()),
-        "ambiguous": int((group == caption_sampling.AMBIGUOUS).sum()),
-        "noisy": int((group == caption_sampling.NOISY).sum()),
-        "sampled_corrupted_frac": round(float(corrupted[rows].mean()), 4),
-        "seconds": round(time.time() - t0, 1),
-    }
-    info.update(division_pr(group == caption_sampling.NOISY, corrupted))
-    return rows, info
+    return divide_and_sample(img, txt, scale, cfg, sp, train, rng, corrupted, t0)
 
 
 def epoch_rows(model, cfg, sp, train, data, opts, device, dtype, rng, corrupted, ep, log) -> tuple[np.ndarray, dict]:

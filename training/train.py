@@ -159,6 +159,22 @@ def divide_and_sample(
     return rows, info
 
 
+def curriculum_and_hash_terms(model, cfg: TrainConfig, img, txt, pos, weights, epoch: int) -> dict:
+    """HVSA curriculum triplet and CHNR hash terms of one step (PIR-Lite and PIR-ViT), keyed like the loss log."""
+    parts = {}
+    if cfg.curriculum_weight > 0:
+        beta = cfg.curriculum_beta
+        if cfg.curriculum_schedule == "linear":  # easy-to-hard schedule: hard triplets regain weight over time
+            beta *= max(0.0, 1.0 - epoch / max(1, cfg.epochs - 1))
+        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(img @ txt.t(), pos, cfg.curriculum_margin, beta)
+    if model.hash_image is not None and cfg.hash_weight > 0:
+        hi, ht = model.hash_image(img.detach()), model.hash_text(txt.detach())
+        parts["hash"] = cfg.hash_weight * hash_contrastive(hi, ht, pos, weights) + cfg.hash_quant_weight * (
+            quantization_loss(hi) + quantization_loss(ht)
+        )
+    return parts
+
+
 class WeightEMA:
     """Exponential moving average of the trained weights (float parameters that require grad + float buffers of
     the trained modules), for evaluation; ``swap_in``/``swap_out`` exchange it with the live weights."""
@@ -274,16 +290,7 @@ def batch_loss(
     if cfg.uniformity_weight > 0:
         first = np.unique(train.row_img[rows], return_index=True)[1]
         parts["unif"] = cfg.uniformity_weight * uniformity_loss(img[torch.from_numpy(first)], cfg.uniformity_t)
-    if cfg.curriculum_weight > 0:
-        beta = cfg.curriculum_beta
-        if cfg.curriculum_schedule == "linear":  # easy-to-hard schedule: hard triplets regain weight over time
-            beta *= max(0.0, 1.0 - epoch / max(1, cfg.epochs - 1))
-        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(img @ txt.t(), pos, cfg.curriculum_margin, beta)
-    if model.hash_image is not None and cfg.hash_weight > 0:
-        hi, ht = model.hash_image(img.detach()), model.hash_text(txt.detach())
-        parts["hash"] = cfg.hash_weight * hash_contrastive(hi, ht, pos, weights) + cfg.hash_quant_weight * (
-            quantization_loss(hi) + quantization_loss(ht)
-        )
+    parts.update(curriculum_and_hash_terms(model, cfg, img, txt, pos, weights, epoch))
     total = sum(parts.values())
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats.update(

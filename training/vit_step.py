@@ -20,15 +20,13 @@ from torch import nn
 from training.losses import (
     SelfPacedParams,
     affiliation_loss,
-    curriculum_triplet,
-    hash_contrastive,
     per_pair_nce,
     positive_mask,
-    quantization_loss,
     self_paced_loss,
     thresholds,
     uniformity_loss,
 )
+from training.train import curriculum_and_hash_terms
 
 LOG_SCALE_MAX = math.log(100.0)
 LOSS_KEYS = ("main", "aff", "unif", "curr", "hash")
@@ -80,16 +78,7 @@ def retrieval_loss(
     if cfg.uniformity_weight > 0:
         first = np.unique(img_idx.numpy(), return_index=True)[1]
         parts["unif"] = cfg.uniformity_weight * uniformity_loss(img[torch.from_numpy(first)], cfg.uniformity_t)
-    if cfg.curriculum_weight > 0:
-        beta = cfg.curriculum_beta
-        if cfg.curriculum_schedule == "linear":
-            beta *= max(0.0, 1.0 - epoch / max(1, cfg.epochs - 1))
-        parts["curr"] = cfg.curriculum_weight * curriculum_triplet(img @ txt.t(), pos, cfg.curriculum_margin, beta)
-    if model.hash_image is not None and cfg.hash_weight > 0:
-        hi, ht = model.hash_image(img.detach()), model.hash_text(txt.detach())
-        parts["hash"] = cfg.hash_weight * hash_contrastive(hi, ht, pos, weights) + cfg.hash_quant_weight * (
-            quantization_loss(hi) + quantization_loss(ht)
-        )
+    parts.update(curriculum_and_hash_terms(model, cfg, img, txt, pos, weights, epoch))
     total = sum(parts.values())
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats.update(

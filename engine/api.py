@@ -29,14 +29,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class IndexRequest(Strict):
-    raster: PathStr
+class GridRequest(Strict):
+    """Model and tile-grid parameters shared by every indexing request."""
+
     model: Annotated[str, Field(max_length=200)] | None = None
     tile: int = Field(256, ge=16, le=4096)
     stride: int | None = Field(None, ge=1, le=4096)
     bands: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(None, min_length=1, max_length=3)
     gsd: float | None = Field(None, gt=0, le=100_000)
     max_invalid: float = Field(0.5, ge=0, le=1)
+
+
+class IndexRequest(GridRequest):
+    raster: PathStr
 
 
 class JobAccepted(BaseModel):
@@ -94,15 +99,9 @@ class SearchResponse(BaseModel):
     catalog: str | None = None
 
 
-class CatalogRequest(Strict):
+class CatalogRequest(GridRequest):
     name: Annotated[str, Field(min_length=1, max_length=64)]
     sources: list[PathStr] = Field(min_length=1, max_length=10_000)
-    model: Annotated[str, Field(max_length=200)] | None = None
-    tile: int = Field(256, ge=16, le=4096)
-    stride: int | None = Field(None, ge=1, le=4096)
-    bands: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(None, min_length=1, max_length=3)
-    gsd: float | None = Field(None, gt=0, le=100_000)
-    max_invalid: float = Field(0.5, ge=0, le=1)
 
 
 def bbox_polygon(bbox: list[float]) -> dict:

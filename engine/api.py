@@ -268,8 +268,9 @@ def create_app(engine: Engine, token: str, allowed_roots: list[Path]) -> FastAPI
 
         check_name(req.name)
         sources = [check_raster_path(s, roots) if not Path(s).is_dir() else _check_dir(s) for s in req.sources]
-        for r in resolve_sources(sources):  # every raster a list or STAC file names must be allowed too
-            check_raster_path(str(r), roots)
+        for r in resolve_sources(sources):  # every local raster a list or STAC file names must be allowed too
+            if isinstance(r, Path):  # http(s) hrefs are read remotely (engine/remote.py), other schemes refused
+                check_raster_path(str(r), roots)
         engine.encoder(req.model)
         params = IndexParams(
             tile=req.tile, stride=req.stride, bands=req.bands, gsd=req.gsd, max_invalid=req.max_invalid

@@ -6,8 +6,9 @@ catalog's rows ``start_i .. start_i + n_tiles_i - 1`` (the embeddings stay in th
 members appended after it was built are scanned exactly until the next rebuild. An AOI becomes the set of rows
 whose footprints intersect it, a FAISS ID selector inside the index search.
 
-Sources: a folder (its rasters, sorted), a list file (one path per line, ``#`` comments), a STAC ItemCollection
-(or Item) JSON whose assets are local COGs, or raster files; relative paths are relative to the list / JSON.
+Sources: a folder (its rasters, sorted), a list file (one path or URL per line, ``#`` comments), a STAC
+ItemCollection (or Item) JSON whose assets are local COGs or http(s) URLs of COGs (read through GDAL's
+``/vsicurl/``, engine/remote.py), raster files or URLs; relative paths are relative to the list / JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import re
 import shutil
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from engine.atomic_io import atomic_write_json
 from engine.config import cache_dir
 from engine.errors import BadInput, Conflict, CorruptData, NotFound
 from engine.faiss_index import FLAT_MAX_TILES, INDEX_DIR, Rows, VectorIndex
+from engine.remote import check_url, is_url
 from engine.store import Store, store_lock
 
 FORMAT_VERSION = 1
@@ -50,7 +53,7 @@ def check_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------- sources
-def _stac_hrefs(data: dict, base: Path) -> list[Path]:
+def _stac_hrefs(data: dict, base: Path) -> list[Path | str]:
     items = data.get("features") if data.get("type") == "FeatureCollection" else [data]
     if not isinstance(items, list):
         raise BadInput("STAC JSON: 'features' must be a list of items")
@@ -68,19 +71,28 @@ def _stac_hrefs(data: dict, base: Path) -> list[Path]:
         )
         if not ranked or (str(ranked[0].get("type", "image/tiff")).lower() not in STAC_RASTER_TYPES):
             raise BadInput(f"STAC item {item.get('id')} has no GeoTIFF/COG asset")
-        href = str(ranked[0]["href"])
-        if "://" in href and not href.startswith("file://"):
-            raise BadInput(f"STAC asset {href}: only local COGs are supported (remote hrefs are not read yet)")
-        out.append((base / href.removeprefix("file://")).resolve())
+        out.append(_member(str(ranked[0]["href"]), base))
     return out
 
 
-def resolve_sources(sources: list[str | Path]) -> list[Path]:
-    """Raster paths (resolved, existing, no duplicates, in order) from folders, list files, STAC JSON, rasters."""
-    out: list[Path] = []
+def _member(href: str, base: Path) -> Path | str:
+    """A local path (relative to ``base``; ``file://`` allowed) or an http(s) URL kept as is (read remotely)."""
+    if href.startswith("file://"):
+        return (base / urllib.parse.unquote(urllib.parse.urlsplit(href).path)).resolve()
+    if is_url(href):
+        return check_url(href)
+    return (base / href).resolve()
+
+
+def resolve_sources(sources: list[str | Path]) -> list[Path | str]:
+    """Rasters (local paths resolved and existing, http(s) URLs as given; no duplicates, in order) from folders,
+    list files, STAC JSON and rasters."""
+    out: list[Path | str] = []
     for src in sources:
         p = Path(src).expanduser()
-        if p.is_dir():
+        if is_url(str(src)):
+            out.append(check_url(str(src)))
+        elif p.is_dir():
             out += sorted(f.resolve() for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
         elif p.suffix.lower() in (".json", ".geojson"):
             try:
@@ -94,14 +106,14 @@ def resolve_sources(sources: list[str | Path]) -> list[Path]:
             except OSError as exc:
                 raise BadInput(f"cannot read list file {p}: {exc.strerror or exc}") from None
             base = p.resolve().parent
-            out += [(base / ln.strip()).resolve() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            out += [_member(ln.strip(), base) for ln in lines if ln.strip() and not ln.strip().startswith("#")]
         elif p.is_file():
             out.append(p.resolve())
         else:
             raise NotFound(f"source not found: {src}")
     seen, uniq = set(), []
     for r in out:
-        if not r.is_file():
+        if isinstance(r, Path) and not r.is_file():
             raise NotFound(f"raster not found: {r}")
         if r not in seen:
             seen.add(r)

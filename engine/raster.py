@@ -23,6 +23,7 @@ from rasterio.enums import ColorInterp, Resampling  # noqa: E402
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # noqa: E402
 from rasterio.windows import Window as RioWindow  # noqa: E402
 
+from engine import remote
 from engine.errors import BadInput, NotFound
 from engine.grid import Grid, Window, window_corners
 
@@ -78,8 +79,13 @@ def check_file(path: str | os.PathLike) -> Path:
 
 
 def open_raster(path: str | os.PathLike):
-    """Open a raster with rasterio, turning GDAL errors into one-line ``BadInput`` errors."""
-    p = check_file(path)
+    """Open a raster (a local file or an http(s) URL read through ``/vsicurl/``) with rasterio, turning GDAL
+    errors into one-line ``BadInput`` errors (a missing remote file: ``NotFound``)."""
+    if remote.is_url(str(path)):
+        remote.fingerprint(str(path))  # HEAD first: 404, 403 and an unreachable host are one clear line each
+        p = remote.gdal_path(str(path))
+    else:
+        p = check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -219,7 +225,7 @@ def raster_info(src, bands: list[int]) -> RasterInfo:
             epsg = None
         authid = f"EPSG:{epsg}" if epsg else ""
     return RasterInfo(
-        path=str(Path(src.name).resolve()),
+        path=remote.href_of(src.name) or str(Path(src.name).resolve()),
         width=src.width,
         height=src.height,
         count=src.count,
@@ -312,7 +318,10 @@ def bbox_lonlat_many(crs_wkt: str, bounds: list[tuple[float, float, float, float
 
 
 def fingerprint(path: str | os.PathLike) -> dict:
-    """Cheap identity of a raster file: size, mtime_ns and sha1 of the first and last MiB."""
+    """Cheap identity of a raster file: size, mtime_ns and sha1 of the first and last MiB (a URL: what its server
+    says, engine/remote.py)."""
+    if remote.is_url(str(path)):
+        return remote.fingerprint(str(path))
     p = Path(path)
     st = p.stat()
     h = hashlib.sha1(usedforsecurity=False)

@@ -32,6 +32,8 @@ from engine.faiss_index import (
     save_index,
 )
 from engine.raster import fingerprint
+from engine.remote import RemoteUnreachable, is_url
+from engine.remote import current_fingerprint as remote_fingerprint
 
 FORMAT_VERSION = 1
 TILE_COLUMNS = (
@@ -239,15 +241,21 @@ class Store:
         return self._polys
 
     def is_stale(self) -> bool:
-        """True when the raster file changed (or vanished) since indexing."""
-        return current_fingerprint(self.raster_path) != self.manifest["raster"]["fingerprint"]
+        """True when the raster file changed (or vanished) since indexing; a remote raster whose server does not
+        answer is not stale (its indexed embeddings stay searchable offline)."""
+        try:
+            return current_fingerprint(self.raster_path) != self.manifest["raster"]["fingerprint"]
+        except RemoteUnreachable:
+            return False
 
 
 _FP_CACHE: dict[tuple, dict] = {}
 
 
 def current_fingerprint(path: str) -> dict | None:
-    """Fingerprint of a raster now (cached per size+mtime); None if it is gone."""
+    """Fingerprint of a raster now (cached per size+mtime; a URL: engine/remote.py); None if it is gone."""
+    if is_url(path):
+        return remote_fingerprint(path)
     try:
         st = os.stat(path)
     except OSError:
@@ -360,8 +368,9 @@ def list_stores(root: Path | None = None, sizes: bool = True) -> list[dict]:
             m = read_manifest(p)
             state = m.get("state", "unknown")
             raster = m.get("raster", {}).get("path", "")
-            if state == "complete" and current_fingerprint(raster) != m.get("raster", {}).get("fingerprint"):
-                state = "stale"
+            with contextlib.suppress(RemoteUnreachable):
+                if state == "complete" and current_fingerprint(raster) != m.get("raster", {}).get("fingerprint"):
+                    state = "stale"
             out.append(
                 {
                     "store_id": p.name,

@@ -2,8 +2,9 @@
 
 ``serve_files(folder)`` is a context manager yielding the base URL (``http://127.0.0.1:PORT/``). Files are served
 from ``folder``; a request path ending in ``?cut=N`` sends the full ``Content-Length`` but only ``N`` bytes and
-closes (a truncated download); ``Range: bytes=a-`` gets ``206`` with the tail. Each served request is recorded in
-``server.requests`` as (path, range header or None).
+closes (a truncated download); ``Range: bytes=a-`` / ``bytes=a-b`` gets ``206`` with those bytes; HEAD answers the
+headers (size, ``Last-Modified``, ``Accept-Ranges``). Each served request is recorded in ``server.requests`` as
+(path, range header or None).
 """
 
 from __future__ import annotations
@@ -31,26 +32,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         data = path.read_bytes()
-        start = 0
+        start, end = 0, len(data) - 1
         rng = self.headers.get("Range", "")
-        if rng.startswith("bytes=") and rng[6:].rstrip("-").isdigit():
-            start = int(rng[6:].rstrip("-"))
-            if start >= len(data):
+        first, _, last = rng[6:].partition("-")
+        if rng.startswith("bytes=") and first.isdigit() and (last == "" or last.isdigit()):
+            start, end = int(first), min(int(last) if last else end, end)
+            if start >= len(data) or end < start:
                 self.send_error(416, "Range Not Satisfiable")
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         else:
             self.send_response(200)
-        body = data[start:]
+        body = data[start : end + 1]
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
         self.end_headers()
+        if self.command == "HEAD":
+            return
         cut = int(query["cut"][0]) if "cut" in query else None
         self.wfile.write(body if cut is None else body[:cut])
         if cut is not None:
             self.wfile.flush()
             self.close_connection = True
+
+    do_HEAD = do_GET  # noqa: N815 - http.server API: headers only (size, Last-Modified)
 
 
 @contextlib.contextmanager

@@ -117,10 +117,13 @@ def test_sources_stac_and_errors(four, tmp_path):
     }
     (tmp_path / "items.json").write_text(json.dumps(stac))
     assert resolve_sources([tmp_path / "items.json", paths[1], lst]) == [p.resolve() for p in paths]
-    stac["features"][0]["assets"]["visual"]["href"] = "https://example.com/a.tif"
+    stac["features"][0]["assets"]["visual"]["href"] = "https://example.com/a.tif"  # read remotely: kept as given
     (tmp_path / "remote.json").write_text(json.dumps(stac))
-    with pytest.raises(BadInput, match="remote"):
-        resolve_sources([tmp_path / "remote.json"])
+    assert resolve_sources([tmp_path / "remote.json"]) == ["https://example.com/a.tif", paths[1].resolve()]
+    stac["features"][0]["assets"]["visual"]["href"] = "ftp://example.com/a.tif"
+    (tmp_path / "ftp.json").write_text(json.dumps(stac))
+    with pytest.raises(BadInput, match=r"only http:// and https:// URLs are supported, not ftp://"):
+        resolve_sources([tmp_path / "ftp.json"])
     with pytest.raises(NotFound):
         resolve_sources([tmp_path / "nope.tif"])
     (tmp_path / "empty").mkdir()

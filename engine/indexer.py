@@ -1,4 +1,7 @@
-"""Index pipeline: grid -> windowed reads (prefetch thread) -> preprocess -> ONNX batches -> tile store."""
+"""Index pipeline: grid -> windowed reads (prefetch thread) -> preprocess -> ONNX batches -> tile store.
+
+``plan_index``, ``read_chunk`` and ``embed_chunk`` are shared with distributed indexing (engine/ray_index.py), so
+both paths give bit-identical rows."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +146,90 @@ def plan_index(raster: str | Path, encoder: Encoder, params: IndexParams) -> Ind
     return IndexPlan(sid, grid, bands, stretch, manifest, info)
 
 
+@dataclass
+class TileBatch:
+    """Preprocessed pixels of up to ``batch_size`` kept tiles of one chunk; the chunk's last batch (``last``, maybe
+    without tiles) also carries the chunk's skipped windows."""
+
+    chunk: int
+    index: list[int]
+    valid: list[float]
+    pixels: np.ndarray | None  # float32 [n, 3, S, S], None without tiles
+    skipped: list[int] = field(default_factory=list)
+    last: bool = False
+
+
+@dataclass
+class ChunkRows:
+    """The rows of one chunk: grid window index, valid fraction, float16 embedding and hash code per kept tile."""
+
+    chunk: int
+    index: np.ndarray  # int64 [n]
+    valid: np.ndarray  # float32 [n]
+    emb: np.ndarray  # float16 [n, D]
+    codes: np.ndarray  # uint8 [n, K/8]
+    skipped: np.ndarray  # int64 [m]
+
+
+def chunk_range(plan: IndexPlan, params: IndexParams, chunk: int) -> range:
+    """Grid window indices of chunk ``chunk``."""
+    return range(chunk * params.chunk_tiles, min(len(plan.grid), (chunk + 1) * params.chunk_tiles))
+
+
+def n_chunks(plan: IndexPlan, params: IndexParams) -> int:
+    return (len(plan.grid) + params.chunk_tiles - 1) // params.chunk_tiles
+
+
+def read_chunk(src, plan: IndexPlan, meta, params: IndexParams, chunk: int) -> Iterator[TileBatch]:
+    """Read, mask, stretch and preprocess the windows of one chunk of the open raster ``src``; yields batches of
+    ``params.batch_size`` kept tiles, the last one marked ``last`` with the skipped windows."""
+    from engine.raster import read_tile
+
+    r = chunk_range(plan, params, chunk)
+    idx, valid, tiles, skipped = [], [], [], []
+    for w in plan.grid.windows(r.start, r.stop):
+        rgb, vf = read_tile(src, plan.grid, w, plan.bands, plan.stretch)
+        if vf <= 0.0 or (1.0 - vf) > params.max_invalid:
+            skipped.append(w.index)
+            continue
+        idx.append(w.index)
+        valid.append(vf)
+        tiles.append(rgb)
+        if len(tiles) == params.batch_size:
+            yield TileBatch(chunk, idx, valid, prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation))
+            idx, valid, tiles = [], [], []
+    pixels = prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation) if tiles else None
+    yield TileBatch(chunk, idx, valid, pixels, skipped, last=True)
+
+
+def embed_chunk(encoder: Encoder, chunk: int, batches: Iterable[TileBatch]) -> ChunkRows:
+    """Embed the batches of one chunk (in the order and sizes ``read_chunk`` made them) into its rows."""
+    idx: list[int] = []
+    valid: list[float] = []
+    embs, codes, skipped = [], [], []
+    for b in batches:
+        if b.pixels is not None and len(b.index):
+            emb = encoder.embed_images(b.pixels)
+            embs.append(emb)
+            codes.append(encoder.image_codes(emb))
+            idx.extend(b.index)
+            valid.extend(b.valid)
+        if b.last:
+            skipped = b.skipped
+            break
+    d = encoder.meta.embed_dim
+    emb = np.concatenate(embs) if embs else np.zeros((0, d), np.float32)
+    cod = np.concatenate(codes) if codes else encoder.image_codes(emb)
+    return ChunkRows(
+        chunk,
+        np.asarray(idx, np.int64),
+        np.asarray(valid, np.float32),
+        np.asarray(emb, np.float16).reshape(len(idx), d),
+        np.asarray(cod, np.uint8),
+        np.asarray(skipped, np.int64),
+    )
+
+
 def _producer(
     raster,
     plan: IndexPlan,
@@ -152,51 +239,18 @@ def _producer(
     out: queue.Queue,
     stop: threading.Event,
 ) -> None:
-    """Read, mask, stretch and preprocess windows of the given chunks; batches go to ``out``."""
-    from engine.raster import read_tile
-
-    meta = encoder.meta
+    """Read the given chunks (``read_chunk``) into ``out``: their batches, then ``None`` (or the exception)."""
     try:
         with open_raster(raster) as src:
-            n = len(plan.grid)
             for c in chunks:
-                idx, valid, tiles, skipped = [], [], [], []
-                for w in plan.grid.windows(c * params.chunk_tiles, min(n, (c + 1) * params.chunk_tiles)):
+                for batch in read_chunk(src, plan, encoder.meta, params, c):
                     if stop.is_set():
                         return
-                    rgb, vf = read_tile(src, plan.grid, w, plan.bands, plan.stretch)
-                    if vf <= 0.0 or (1.0 - vf) > params.max_invalid:
-                        skipped.append(w.index)
-                        continue
-                    idx.append(w.index)
-                    valid.append(vf)
-                    tiles.append(rgb)
-                    if len(tiles) == params.batch_size:
-                        out.put(
-                            (
-                                "batch",
-                                c,
-                                idx,
-                                valid,
-                                prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation),
-                            )
-                        )
-                        idx, valid, tiles = [], [], []
-                if tiles:
-                    out.put(
-                        (
-                            "batch",
-                            c,
-                            idx,
-                            valid,
-                            prepare(tiles, meta.image_size, meta.mean, meta.std, meta.interpolation),
-                        )
-                    )
-                out.put(("end", c, skipped, None, None))
+                    out.put(batch)
     except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
-        out.put(("error", exc, None, None, None))
+        out.put(exc)
     finally:
-        out.put(("done", None, None, None, None))
+        out.put(None)
 
 
 def index_raster(
@@ -228,10 +282,10 @@ def index_raster(
                     plan.store_id, path, m["n_tiles"], m["n_skipped"], n, 0.0, 0.0, encoder.provider, True, index=kind
                 )
         writer = StoreWriter(path, plan.manifest, params.chunk_tiles)
-        n_chunks = (n + params.chunk_tiles - 1) // params.chunk_tiles
+        total_chunks = n_chunks(plan, params)
         done = writer.done_chunks()
-        todo = [c for c in range(n_chunks) if c not in done]
-        done_windows = sum(min(n, (c + 1) * params.chunk_tiles) - c * params.chunk_tiles for c in done)
+        todo = [c for c in range(total_chunks) if c not in done]
+        done_windows = sum(len(chunk_range(plan, params, c)) for c in done)
         if progress:
             progress(done_windows, n)
         q: queue.Queue = queue.Queue(maxsize=4)
@@ -241,35 +295,29 @@ def index_raster(
         )
         th.start()
         embedded = 0
-        acc: dict[int, list] = {}
-        try:
+
+        def batches():
+            """The producer's batches of one chunk (up to its last), checking cancel and errors."""
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"indexing of {plan.info.path} cancelled; re-run to resume")
-                kind, c, a, b, arr = q.get()
-                if kind == "done":
-                    break
-                if kind == "error":
-                    raise c
-                if kind == "batch":
-                    emb = encoder.embed_images(arr)
-                    codes = encoder.image_codes(emb)
-                    parts = acc.setdefault(c, [[], [], [], []])
-                    parts[0].extend(a)
-                    parts[1].extend(b)
-                    parts[2].append(emb)
-                    if codes is not None:
-                        parts[3].append(codes)
-                    embedded += len(a)
-                else:  # end of chunk
-                    idx, valid, embs, codes = acc.pop(c, [[], [], [], []])
-                    d = encoder.meta.embed_dim
-                    emb = np.concatenate(embs) if embs else np.zeros((0, d), np.float32)
-                    cod = np.concatenate(codes) if codes else encoder.image_codes(emb)
-                    writer.write_chunk(c, idx, valid, emb, a, cod)
-                    done_windows += min(n, (c + 1) * params.chunk_tiles) - c * params.chunk_tiles
-                    if progress:
-                        progress(done_windows, n)
+                item = q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    raise EngineError(f"reading {plan.info.path} stopped early")
+                yield item
+                if item.last:
+                    return
+
+        try:
+            for c in todo:
+                rows = embed_chunk(encoder, c, batches())
+                writer.write_chunk(c, rows.index, rows.valid, rows.emb, rows.skipped, rows.codes)
+                embedded += len(rows.index)
+                done_windows += len(chunk_range(plan, params, c))
+                if progress:
+                    progress(done_windows, n)
         finally:
             stop.set()
             while th.is_alive():
@@ -278,7 +326,7 @@ def index_raster(
                 except queue.Empty:
                     pass
         manifest = writer.finalize(
-            n_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt, plan.info.authid, encoder.meta.embed_dim
+            total_chunks, plan.grid, plan.info.transform, plan.info.crs_wkt, plan.info.authid, encoder.meta.embed_dim
         )
         kind = _index(path)
     enforce_cap(cache_max_bytes(), keep=plan.store_id, root=root)

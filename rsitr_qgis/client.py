@@ -208,6 +208,10 @@ class EngineClient:
     def stores(self) -> list[dict]:
         return self._call("GET", "/stores").get("stores", [])
 
+    def catalogs(self) -> list[dict]:
+        """``GET /catalogs``: name, n_rasters, n_tiles, model ("name@version"), version, index of each catalog."""
+        return self._call("GET", "/catalogs").get("catalogs", [])
+
     def index(self, request: IndexRequest) -> str:
         """Start an index job; returns its id (poll ``job``)."""
         return self._call("POST", request.PATH, request.to_json())["job_id"]

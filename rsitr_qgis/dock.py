@@ -1,4 +1,5 @@
-"""The search panel: engine status, model and layer pickers, indexing with progress, text search, results."""
+"""The search panel: engine status, model and layer pickers, indexing with progress, text search in the current
+layer or a catalog (all its rasters, or those in the map extent), results."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .catalog_scope import (
+    NO_CATALOG,
+    SCOPE_CATALOG_EXTENT,
+    SCOPE_LAYER,
+    SCOPES,
+    catalog_label,
+    catalog_model_problem,
+    extent_aoi,
+)
 from .client import EngineClient, one_line, run_async, run_background
 from .engine_requests import DescribeRequest, IndexRequest, SearchRequest
 from .errors import EngineError
@@ -43,6 +53,7 @@ class SearchDock(QgsDockWidget):
 
     searchFinished = pyqtSignal(object, str)  # results layer or None, error ("" on success)
     indexFinished = pyqtSignal(str, str)  # final job state, error
+    catalogsLoaded = pyqtSignal(list, str)  # GET /catalogs entries, error ("" on success)
 
     def __init__(self, manager, iface=None, parent=None):
         super().__init__("RSITR text search", parent)
@@ -57,6 +68,9 @@ class SearchDock(QgsDockWidget):
         self._index_starting = False  # Index pressed, waiting for the engine
         self._describe_gen = 0
         self.last_timing: dict = {}
+        self.catalogs: list[dict] = []  # GET /catalogs, refreshed when the engine starts and on demand
+        self.engine_models: list[dict] = []  # GET /models (the catalog model check)
+        self._list_rasters = False  # the results list names each result's raster (catalog searches)
         self._build()
         manager.stateChanged.connect(self._on_engine_state)
         self._on_engine_state(manager.state, manager.detail)
@@ -86,6 +100,20 @@ class SearchDock(QgsDockWidget):
         self.layer_combo.setFilters(RASTER_LAYER_FILTER)
         self.layer_combo.layerChanged.connect(self._on_layer_changed)
         form.addRow("Raster", self.layer_combo)
+        self.scope_combo = QComboBox()
+        for scope, text in SCOPES:
+            self.scope_combo.addItem(text, scope)
+        self.scope_combo.currentIndexChanged.connect(lambda _i: self._on_scope_changed())
+        form.addRow("Search in", self.scope_combo)
+        row = QHBoxLayout()
+        self.catalog_combo = QComboBox()
+        self.catalog_combo.setToolTip("Catalogs of the engine (python -m engine index-many ... --catalog NAME)")
+        self.catalog_refresh = QPushButton("Refresh")
+        self.catalog_refresh.setToolTip("Ask the engine for its catalogs again")
+        self.catalog_refresh.clicked.connect(self.refresh_catalogs)
+        row.addWidget(self.catalog_combo, 1)
+        row.addWidget(self.catalog_refresh)
+        form.addRow("Catalog", row)
         lay.addLayout(form)
         self.layer_message = QLabel("")
         self.layer_message.setWordWrap(True)
@@ -136,6 +164,8 @@ class SearchDock(QgsDockWidget):
         self.results_list.itemClicked.connect(self._on_result_clicked)
         lay.addWidget(self.results_list, 1)
         self.setWidget(w)
+        self._fill_catalogs([])
+        self._on_scope_changed()
         self._on_layer_changed(self.layer_combo.currentLayer())
 
     # ------------------------------------------------------------------ messages
@@ -160,11 +190,88 @@ class SearchDock(QgsDockWidget):
         self.engine_button.setText("Restart engine" if state == "running" else "Start engine")
         if state in ("crashed", "failed"):
             self.show_error(detail)
+        if state == "running":
+            self.refresh_catalogs()
 
     def _on_layer_changed(self, layer) -> None:
         path, why = raster_source_path(layer)
         self.layer_message.setText("" if path else why)
         self.index_button.setEnabled(path is not None and self.index_task is None and not self._index_starting)
+
+    # ------------------------------------------------------------------ catalogs
+    def scope(self) -> str:
+        """What a search searches: ``SCOPE_LAYER``, ``SCOPE_CATALOG`` or ``SCOPE_CATALOG_EXTENT``."""
+        return self.scope_combo.currentData() or SCOPE_LAYER
+
+    def _on_scope_changed(self) -> None:
+        on_catalog = self.scope() != SCOPE_LAYER
+        self.catalog_combo.setEnabled(on_catalog and bool(self.catalogs))
+        self.catalog_refresh.setEnabled(on_catalog)
+
+    def refresh_catalogs(self) -> None:
+        """Ask the running engine for its catalogs (``GET /catalogs``); the picker keeps its choice."""
+        conn = self.manager.connection()
+        if conn is None:
+            self.catalogsLoaded.emit([], "engine not running")
+            return
+
+        def done(catalogs, error):
+            try:
+                if not error:
+                    self._fill_catalogs(catalogs or [])
+                elif self.scope() != SCOPE_LAYER:
+                    self.show_error(f"Cannot list the engine's catalogs: {error}")
+            except RuntimeError:  # the panel was closed meanwhile
+                return
+            self.catalogsLoaded.emit(list(catalogs or []), error or "")
+
+        run_async("RSITR catalogs", lambda: EngineClient(conn, timeout=30).catalogs(), done)
+
+    def _fill_catalogs(self, catalogs: list[dict]) -> None:
+        current = self.catalog_combo.currentData() or self.settings.get("catalog")
+        self.catalogs = list(catalogs)
+        self.catalog_combo.blockSignals(True)
+        self.catalog_combo.clear()
+        for c in self.catalogs:
+            self.catalog_combo.addItem(catalog_label(c), c.get("name"))
+        if not self.catalogs:
+            self.catalog_combo.addItem("(no catalogs)", "")
+        self.catalog_combo.setCurrentIndex(max(0, self.catalog_combo.findData(current)))
+        self.catalog_combo.blockSignals(False)
+        self._on_scope_changed()
+
+    def select_catalog(self, name: str) -> bool:
+        """Make ``name`` the chosen catalog (False when the engine has no such catalog)."""
+        i = self.catalog_combo.findData(name)
+        if i >= 0 and name:
+            self.catalog_combo.setCurrentIndex(i)
+        return i >= 0 and bool(name)
+
+    def _catalog_request(self) -> SearchRequest:
+        """The search request of a catalog scope (the map extent as the AOI); EngineError when it cannot run."""
+        name = self.catalog_combo.currentData() or ""
+        catalog = next((c for c in self.catalogs if c.get("name") == name), None)
+        if catalog is None:
+            raise EngineError(NO_CATALOG)
+        model = self.settings.get("model") or None
+        problem = catalog_model_problem(catalog, model, self.engine_models)
+        if problem:
+            raise EngineError(problem)
+        aoi = None
+        if self.scope() == SCOPE_CATALOG_EXTENT:
+            if self.iface is None:
+                raise EngineError("No map canvas to take the extent from")
+            settings = self.iface.mapCanvas().mapSettings()
+            aoi = extent_aoi(settings.visibleExtent(), settings.destinationCrs(), QgsProject.instance())
+        self.settings.set("catalog", name)
+        return SearchRequest(
+            self.query_edit.text(),
+            k=self.k_spin.value(),
+            threshold=self.threshold_spin.value(),
+            model=model,
+            aoi=aoi,
+            catalog=name,
+        )
 
     def current_raster(self) -> str | None:
         path, why = raster_source_path(self.layer_combo.currentLayer())
@@ -206,6 +313,7 @@ class SearchDock(QgsDockWidget):
             self.model_combo.blockSignals(True)
             self.model_combo.clear()
             self.model_combo.addItem("(engine default)", "")
+            self.engine_models = list(models)
             for m in models:
                 self.model_combo.addItem(model_label(m), m.get("name"))
             idx = self.model_combo.findData(current)
@@ -294,18 +402,23 @@ class SearchDock(QgsDockWidget):
 
     # ------------------------------------------------------------------ search
     def search(self) -> None:
-        raster = self.current_raster()
-        if raster is None:
-            self.searchFinished.emit(None, "no raster")
-            return
+        """Search the current layer, or the chosen catalog (all its rasters or those in the map extent)."""
+        raster = None
         try:
-            request = SearchRequest(
-                self.query_edit.text(),
-                k=self.k_spin.value(),
-                rasters=(raster,),
-                threshold=self.threshold_spin.value(),
-                model=self.settings.get("model") or None,
-            )
+            if self.scope() == SCOPE_LAYER:
+                raster = self.current_raster()
+                if raster is None:
+                    self.searchFinished.emit(None, "no raster")
+                    return
+                request = SearchRequest(
+                    self.query_edit.text(),
+                    k=self.k_spin.value(),
+                    rasters=(raster,),
+                    threshold=self.threshold_spin.value(),
+                    model=self.settings.get("model") or None,
+                )
+            else:
+                request = self._catalog_request()
         except EngineError as exc:
             self.show_error(str(exc))
             self.searchFinished.emit(None, str(exc))
@@ -337,7 +450,8 @@ class SearchDock(QgsDockWidget):
         self._set_busy(False)
         if error:
             msg = error
-            if "index" in error.lower() and ("not" in error.lower() or "no " in error.lower()):
+            on_layer = not getattr(request, "catalog", None)
+            if on_layer and "index" in error.lower() and ("not" in error.lower() or "no " in error.lower()):
                 msg = f"{error} (click 'Index layer' first)"
             self.show_error(msg)
             self.searchFinished.emit(None, msg)
@@ -353,8 +467,9 @@ class SearchDock(QgsDockWidget):
             return
         layer = create_results_layer(request.query, results)
         self.results_layer = layer
+        self._list_rasters = len({r.get("raster") for r in results}) > 1 or bool(getattr(request, "catalog", None))
         for res in results:
-            item = QListWidgetItem(format_result(res))
+            item = QListWidgetItem(format_result(res, with_raster=self._list_rasters))
             item.setData(Qt.ItemDataRole.UserRole, res)
             self.results_list.addItem(item)
         if self.iface is not None:
@@ -367,8 +482,10 @@ class SearchDock(QgsDockWidget):
             "layer_s": t_done - t_resp,
             "engine_took_ms": (response or {}).get("took_ms"),
         }
+        n_rasters = len({r.get("raster") for r in results})
+        where = f" of {n_rasters} rasters" if n_rasters > 1 else ""
         self.show_message(
-            f"{len(results)} tiles for '{request.query}' in {t_done - t0:.2f} s", Qgis.MessageLevel.Success
+            f"{len(results)} tiles{where} for '{request.query}' in {t_done - t0:.2f} s", Qgis.MessageLevel.Success
         )
         self.searchFinished.emit(layer, "")
         # descriptions for the list come a moment later, so they never slow down drawing the tiles
@@ -412,7 +529,7 @@ class SearchDock(QgsDockWidget):
                 res = item.data(Qt.ItemDataRole.UserRole) or {}
                 text = texts.get((res.get("store_id"), res.get("tile_id")))
                 if text:
-                    item.setText(format_result(res, text))
+                    item.setText(format_result(res, text, self._list_rasters))
 
         run_background(conn, call, done)
 

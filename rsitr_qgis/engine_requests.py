@@ -19,7 +19,8 @@ MIN_TILE_PX = 16
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """``POST /search``: the ``k`` best tiles for ``query`` in the given rasters or stores."""
+    """``POST /search``: the ``k`` best tiles for ``query`` in the given rasters or stores, or in one ``catalog``
+    (its rasters ranked together; ``aoi`` limits any search to tiles intersecting it)."""
 
     PATH: ClassVar[str] = "/search"
 
@@ -29,9 +30,12 @@ class SearchRequest:
     stores: tuple[str, ...] = ()
     threshold: float | None = None  # None or <= 0: no minimum score
     model: str | None = None  # None: the engine's default model
-    aoi: dict | None = field(default=None, hash=False)  # GeoJSON geometry
+    aoi: dict | None = field(default=None, hash=False)  # GeoJSON geometry in EPSG:4326 (lon/lat)
+    catalog: str | None = None  # a catalog name (GET /catalogs) instead of rasters/stores
 
     def __post_init__(self) -> None:
+        if self.catalog and (self.rasters or self.stores):
+            raise EngineError("Search either a catalog or rasters, not both")
         query = (self.query or "").strip()
         if not query:
             raise EngineError("Type a query first")
@@ -47,9 +51,12 @@ class SearchRequest:
         object.__setattr__(self, "stores", tuple(str(s) for s in self.stores))
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "model", self.model or None)
+        object.__setattr__(self, "catalog", self.catalog or None)
 
     def to_json(self) -> dict:
         body: dict = {"query": self.query, "k": self.k}
+        if self.catalog:
+            body["catalog"] = self.catalog
         if self.rasters:
             body["rasters"] = list(self.rasters)
         if self.stores:

@@ -37,8 +37,16 @@ def raster_source_path(layer: QgsMapLayer | None) -> tuple[str | None, str]:
     return os.path.abspath(path), ""
 
 
-def format_result(result: dict, description: str = "") -> str:
+def raster_name(path: str) -> str:
+    """The file name of a raster path or URL ('scene.tif')."""
+    return str(path or "").rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def format_result(result: dict, description: str = "", with_raster: bool = False) -> str:
+    """'#1   0.532  tile 17' (+ ' naip.tif' when results of several rasters are listed together) + description."""
     text = f"#{int(result.get('rank', 0)):<3d} {float(result.get('score', 0.0)):.3f}  tile {result.get('tile_id')}"
+    if with_raster:
+        text = f"{text}  {raster_name(result.get('raster', ''))}"
     return f"{text}  {description}" if description else text
 
 

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, object] = {
     "cache_dir": "",  # empty: the engine's default (RSITR_CACHE or its user cache dir)
     "model_dir": "",  # empty: the engine's default model
     "model": "",  # model name sent with requests; empty: the engine's default
+    "catalog": "",  # the catalog the panel searched last (Search in: a catalog)
     "caption_bank": "",  # a caption bank .npz (python -m engine caption-bank build) for describe; empty: none
     "allowed_roots": "",  # extra raster roots (os.pathsep separated) for the local engine
     "k": 20,

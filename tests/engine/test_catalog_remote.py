@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import socket
 import sys
@@ -74,6 +75,8 @@ def test_remote_stac_catalog_equals_local(engine, served, shared, tmp_path):
     params = IndexParams(tile=128)
     remote = engine.index_many([stac], "remote", params)
     assert [m["raster"] for m in remote["members"]] == [server.url + n for n in COGS]
+    assert os.environ["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"  # engine/settings.py, applied at start-up
+    assert {p for p, _ in server.requests} == {"/" + n for n in COGS}  # no directory listing, no sidecar probes
     ranged = [r for p, r in server.requests if p.endswith(".tif") and r and r != "bytes=0-"]
     assert len(ranged) >= 4  # pixels came as byte ranges (COG blocks), not whole-file downloads
     fps = [engine.store(m["store_id"]).manifest["raster"]["fingerprint"] for m in remote["members"]]
@@ -103,6 +106,13 @@ def test_remote_stac_catalog_equals_local(engine, served, shared, tmp_path):
     assert current_fingerprint(server.url + COGS[0]) != fps[0]
     with pytest.raises(Conflict, match="stale"):
         engine.search("farmland", catalog="remote", k=5)
+
+    # the server goes away: the indexed embeddings stay searchable (unreachable is not stale)
+    server.shutdown()
+    server.server_close()
+    remote_mod._CACHE.clear()
+    offline = engine.search("farmland", catalog="remote", k=200)["results"]
+    assert {r["raster"] for r in offline} == {server.url + n for n in COGS}
 
 
 def test_remote_errors_are_one_line(engine, served, tmp_path, capsys, cache):

@@ -160,18 +160,31 @@ def cmd_index_many(args) -> int:
     """``index-many SOURCES... --catalog NAME``: index many rasters into one catalog searched with one index."""
     from engine.indexer import IndexParams
 
-    eng = _engine(args)
     params = IndexParams(
-        tile=args.tile, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd, max_invalid=args.max_invalid
+        tile=args.tile,
+        stride=args.stride,
+        bands=_bands(args.bands),
+        gsd=args.gsd,
+        max_invalid=args.max_invalid,
+        batch_size=args.batch_size,
+        chunk_tiles=args.chunk_tiles,
     )
+    ray = None
+    if args.ray is not None:  # engine/ray_index.py: needs the scale extra, checked before loading the model
+        from engine.ray_index import RayParams, require_scale
+
+        require_scale()
+        ray = RayParams(address=args.ray or None, workers=args.ray_workers, chunks_per_commit=args.ray_commit_chunks)
+    eng = _engine(args)
     t0 = time.perf_counter()
+    unit = "windows" if ray else "rasters"
 
     def progress(done: int, total: int) -> None:
         if not args.json and not args.quiet:
-            print(f"index-many: {done}/{total} rasters", file=sys.stderr, flush=True)
+            print(f"index-many: {done}/{total} {unit}", file=sys.stderr, flush=True)
 
     rebuild = True if args.rebuild else None
-    m = eng.index_many(args.sources, args.catalog, params, progress=progress, rebuild=rebuild)
+    m = eng.index_many(args.sources, args.catalog, params, progress=progress, rebuild=rebuild, ray=ray)
     kind = next((c["index"] for c in eng.catalogs() if c["name"] == args.catalog), "flat")
     data = {
         "catalog": m["name"],
@@ -182,6 +195,8 @@ def cmd_index_many(args) -> int:
         "members": m["members"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if "table" in m:
+        data["table"] = m["table"]
     _emit(
         args,
         data,
@@ -491,6 +506,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gsd", type=float, default=None, help="resample to this ground resolution in metres")
     sp.add_argument("--max-invalid", type=float, default=0.5, help="skip tiles with more invalid pixels (0..1)")
     sp.add_argument("--rebuild", action="store_true", help="rebuild the catalog's FAISS index now")
+    sp.add_argument("--batch-size", type=int, default=32, help="tiles per encoder call (default 32; GPUs: 256+)")
+    sp.add_argument("--chunk-tiles", type=int, default=256, help="grid windows per resumable chunk (default 256)")
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="embed on a Ray cluster (host:port; without ADDRESS: $RAY_ADDRESS or a local Ray) into the catalog's "
+        'Lance table; needs pip install "rsitr[scale]"',
+    )
+    sp.add_argument("--ray-workers", type=int, default=2, help="--ray: encoder actors (default 2)")
+    sp.add_argument(
+        "--ray-commit-chunks",
+        type=int,
+        default=8,
+        help="--ray: chunks per Lance commit, the unit of progress, cancel and resume (default 8)",
+    )
     sp.add_argument("--quiet", action="store_true", help="no progress lines")
     sp.set_defaults(func=cmd_index_many)
 

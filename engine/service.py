@@ -237,14 +237,27 @@ class Engine(SimilarSearch):
         progress=None,
         cancel: threading.Event | None = None,
         rebuild: bool | None = None,
+        ray=None,
     ) -> dict:
         """Index every raster of ``sources`` (folders, list files, STAC JSON, rasters) and make them catalog
-        ``name``; ``progress(done_rasters, total_rasters)``. Returns the catalog manifest."""
+        ``name``; ``progress(done_rasters, total_rasters)``. Returns the catalog manifest. ``ray``: a
+        ``engine.ray_index.RayParams`` to embed on Ray into the catalog's Lance table (``progress`` then counts
+        windows); the member stores and the catalog are the same either way."""
         from engine.catalog import check_name, resolve_sources, write_catalog
 
         check_name(name)
         self._check_model(model)
         rasters = resolve_sources(sources)
+        if ray is not None:
+            from engine.ray_index import index_on_ray
+            from engine.tile_table import TileTable
+
+            table = TileTable.of_catalog(self._catalog_root() / name).path
+            enc, params = self.encoder(model), params or IndexParams()
+            res = index_on_ray(rasters, enc, params, ray, self.root, table, progress, cancel)
+            m = write_catalog(name, [self.store(sid) for sid in res.store_ids], self._catalog_root(), rebuild)
+            run = {"path": str(res.table_path), "version": res.table_version, "chunks_run": res.chunks_run}
+            return {**m, "table": {**run, "chunks_skipped": res.chunks_skipped, "seconds": round(res.seconds, 3)}}
         stores = []
         for i, r in enumerate(rasters):
             if progress:

@@ -1,0 +1,303 @@
+"""Distributed indexing on Ray (``index-many --ray``): window reads as Ray tasks, an actor pool holding the ONNX
+encoder, rows appended to the catalog's Lance table (engine/tile_table.py); the member stores are then built from
+the table on the driver, so the catalog's search path is the in-process one.
+
+The same ``plan_index``, ``read_chunk`` and ``embed_chunk`` (engine/indexer.py) as in-process indexing, with the
+same batches, so the rows are bit-identical. Work is committed in waves of whole chunks (one atomic Lance append
+each): a re-run skips the chunks in the table, so a killed job or worker leaves no duplicate and no gap after a
+resume. Needs the ``scale`` extra; nothing here is imported by the in-process path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.encoder import Encoder
+from engine.errors import BadInput, Cancelled, CorruptData
+from engine.indexer import (
+    IndexParams,
+    IndexPlan,
+    TileBatch,
+    chunk_range,
+    embed_chunk,
+    n_chunks,
+    plan_index,
+    read_chunk,
+)
+from engine.store import StoreWriter, read_manifest, store_lock
+
+SCALE_HINT = 'distributed indexing needs the scale extra: pip install "rsitr[scale]"'
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RayParams:
+    """How the Ray job runs. ``address``: a cluster (``host:port``); None or "" connects to ``$RAY_ADDRESS`` or
+    starts a local Ray. Fractional CPUs keep readers, encoders and writers schedulable on a 2-core node."""
+
+    address: str | None = None
+    workers: int = 2  # encoder actors (the actor pool's size)
+    worker_cpus: float = 0.5  # logical CPUs per encoder actor
+    reader_cpus: float = 0.25  # logical CPUs per window-read task (and per Lance write task)
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    threads_per_worker: int = 1  # ONNX Runtime intra-op threads per encoder actor
+    chunks_per_commit: int = 8  # chunks per wave: one Lance commit, the unit of progress, cancel and resume
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise BadInput(f"--ray-workers must be at least 1, got {self.workers}")
+        if self.chunks_per_commit < 1:
+            raise BadInput("chunks_per_commit must be positive")
+        if self.worker_cpus <= 0 or self.reader_cpus <= 0:
+            raise BadInput("worker_cpus and reader_cpus must be positive")
+
+
+@dataclass
+class RayIndexResult:
+    """What a distributed run did: the member store ids (in source order) and the table's state."""
+
+    store_ids: list[str]
+    table_path: Path
+    table_version: int
+    chunks_run: int
+    chunks_skipped: int
+    tiles_embedded: int
+    seconds: float
+
+
+def require_scale() -> None:
+    """One clear line when the ``scale`` extra is missing."""
+    try:
+        import lance  # noqa: F401
+        import lance_ray  # noqa: F401
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise BadInput(f"{SCALE_HINT} ({exc.name} is not installed)") from None
+
+
+# ---------------------------------------------------------------- Ray stages (run on the workers)
+def _read_chunks(batch, plans: dict[str, IndexPlan], meta, params: IndexParams):
+    """Ray task: read + preprocess whole chunks (``read_chunk``); one row per chunk, pixels as float32 bytes."""
+    import pyarrow as pa
+
+    from engine.raster import open_raster
+
+    out: dict[str, list] = {k: [] for k in ("store_id", "chunk", "index", "valid", "skipped", "sizes", "pixels")}
+    for sid, c in zip(batch.column("store_id").to_pylist(), batch.column("chunk").to_pylist(), strict=True):
+        plan = plans[sid]
+        with open_raster(plan.info.path) as src:
+            batches = list(read_chunk(src, plan, meta, params, c))
+        pix = [b.pixels for b in batches if b.pixels is not None]
+        out["store_id"].append(sid)
+        out["chunk"].append(c)
+        out["index"].append([i for b in batches for i in b.index])
+        out["valid"].append([v for b in batches for v in b.valid])
+        out["skipped"].append(batches[-1].skipped)
+        out["sizes"].append([len(b.index) for b in batches if b.pixels is not None])
+        out["pixels"].append(np.concatenate(pix).astype(np.float32, copy=False).tobytes() if pix else b"")
+    types = {
+        "store_id": pa.string(),
+        "chunk": pa.int32(),
+        "index": pa.list_(pa.int64()),
+        "valid": pa.list_(pa.float32()),
+        "skipped": pa.list_(pa.int64()),
+        "sizes": pa.list_(pa.int32()),
+        "pixels": pa.large_binary(),
+    }
+    return pa.table({k: pa.array(v, types[k]) for k, v in out.items()})
+
+
+class ChunkEmbedder:
+    """Ray actor: holds one ONNX encoder; turns read chunks into table rows with ``embed_chunk``."""
+
+    def __init__(self, bundle_path: str, threads: int, code_bytes: int) -> None:
+        import ray
+
+        from engine.bundle import load_bundle
+
+        self.encoder = Encoder(load_bundle(bundle_path), threads=threads)
+        self.code_bytes = code_bytes
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from engine.tile_table import chunk_table
+
+        s = self.encoder.meta.image_size
+        tables = []
+        for r in batch.to_pylist():
+            pixels = np.frombuffer(r["pixels"], np.float32).reshape(-1, 3, s, s)
+            bounds = np.cumsum([0, *r["sizes"]])
+            tiles = [
+                TileBatch(r["chunk"], r["index"][a:b], r["valid"][a:b], pixels[a:b])
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
+            tiles.append(TileBatch(r["chunk"], [], [], None, list(r["skipped"]), last=True))
+            rows = embed_chunk(self.encoder, r["chunk"], tiles)
+            tables.append(chunk_table(r["store_id"], rows, self.node_id, self.code_bytes))
+        return pa.concat_tables(tables)
+
+
+# ---------------------------------------------------------------- driver
+def _connect(address: str | None) -> bool:
+    """Connect to (or start) Ray; True when this call started it (and so shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    kwargs = {"logging_level": "ERROR", "log_to_driver": False}
+    try:
+        ray.init(address=address or None, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray"
+        raise BadInput(f"cannot connect to Ray at {where}: {' '.join(str(exc).split())[:200]}") from None
+    return True
+
+
+def _run_wave(
+    items: list[dict],
+    plans: dict[str, IndexPlan],
+    encoder: Encoder,
+    params: IndexParams,
+    rp: RayParams,
+    table_path: Path,
+    schema,
+    code_bytes: int,
+) -> None:
+    """One Ray Data pipeline over ``items`` (store id, chunk) ending in one Lance commit."""
+    import lance_ray
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # set by Ray Data at import: per-run INFO lines
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    gpus = rp.gpus_per_worker
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(
+        _read_chunks,
+        fn_kwargs={"plans": plans, "meta": encoder.meta, "params": params},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=rp.reader_cpus,
+    )
+    ds = ds.map_batches(
+        ChunkEmbedder,
+        fn_constructor_kwargs={
+            "bundle_path": str(encoder.bundle.path),
+            "threads": rp.threads_per_worker,
+            "code_bytes": code_bytes,
+        },
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=rp.workers),
+        num_cpus=rp.worker_cpus,
+        num_gpus=gpus,
+    )
+    mode = "append" if (table_path / "_versions").is_dir() else "create"
+    lance_ray.write_lance(ds, str(table_path), schema=schema, mode=mode, ray_remote_args={"num_cpus": rp.reader_cpus})
+
+
+def _build_store(root: Path, plan: IndexPlan, params: IndexParams, chunks: dict, embed_dim: int) -> None:
+    """Write store ``plan.store_id`` from its table rows (the same files in-process indexing writes)."""
+    from engine.indexer import _index
+
+    total = n_chunks(plan, params)
+    if sorted(chunks) != list(range(total)):
+        missing = sorted(set(range(total)) - set(chunks))
+        raise CorruptData(f"tile table lacks chunks {missing[:5]} of {plan.info.path}; re-run index-many --ray")
+    for c, rows in chunks.items():
+        got = np.sort(np.concatenate([rows.index, rows.skipped]))
+        if not np.array_equal(got, np.arange(chunk_range(plan, params, c).start, chunk_range(plan, params, c).stop)):
+            raise CorruptData(f"tile table chunk {c} of {plan.info.path} has duplicate or missing windows")
+    path = root / plan.store_id
+    with store_lock(root, plan.store_id):
+        writer = StoreWriter(path, plan.manifest, params.chunk_tiles)
+        for c in range(total):
+            r = chunks[c]
+            writer.write_chunk(c, r.index, r.valid, r.emb, r.skipped, r.codes)
+        info = plan.info
+        writer.finalize(total, plan.grid, info.transform, info.crs_wkt, info.authid, embed_dim)
+        _index(path)
+
+
+def _complete(root: Path, store_id: str) -> bool:
+    try:
+        m = read_manifest(root / store_id)
+    except Exception:  # noqa: BLE001 - any unreadable store is rebuilt
+        return False
+    return m.get("state") == "complete" and (root / store_id / "embeddings.npy").is_file()
+
+
+def index_on_ray(
+    rasters: list[Path],
+    encoder: Encoder,
+    params: IndexParams,
+    rp: RayParams,
+    root: Path,
+    table_path: Path,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> RayIndexResult:
+    """Embed every chunk of ``rasters`` not yet in the table at ``table_path`` on Ray, then build the member
+    stores under ``root`` from the table. ``progress(done_windows, total_windows)`` after each wave."""
+    require_scale()
+    from engine.tile_table import TileTable, table_schema
+
+    t0 = time.perf_counter()
+    plans = [plan_index(r, encoder, params) for r in rasters]
+    by_id = {p.store_id: p for p in plans}
+    table = TileTable(table_path)
+    done = table.done_chunks(list(by_id))
+    todo = [(p.store_id, c) for p in plans for c in range(n_chunks(p, params)) if c not in done[p.store_id]]
+    total = sum(len(p.grid) for p in plans)
+    windows_done = total - sum(len(chunk_range(by_id[s], params, c)) for s, c in todo)
+    if progress:
+        progress(windows_done, total)
+    d = encoder.meta.embed_dim
+    code_bytes = int(encoder.image_codes(np.zeros((1, d), np.float32)).shape[1])
+    schema = table_schema(d, code_bytes)
+    started = _connect(rp.address) if todo else False
+    try:
+        for w in range(0, len(todo), rp.chunks_per_commit):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("distributed indexing cancelled; re-run to resume (committed chunks are kept)")
+            wave = todo[w : w + rp.chunks_per_commit]
+            items = [{"store_id": s, "chunk": c} for s, c in wave]
+            _run_wave(items, {s: by_id[s] for s, _ in wave}, encoder, params, rp, table.path, schema, code_bytes)
+            windows_done += sum(len(chunk_range(by_id[s], params, c)) for s, c in wave)
+            if progress:
+                progress(windows_done, total)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    embedded = 0
+    for p in plans:
+        if _complete(root, p.store_id) and not any(s == p.store_id for s, _ in todo):
+            continue
+        chunks = table.chunks_of(p.store_id, d)
+        embedded += sum(len(r.index) for r in chunks.values())
+        _build_store(root, p, params, chunks, d)
+    return RayIndexResult(
+        [p.store_id for p in plans],
+        table.path,
+        table.version,
+        len(todo),
+        sum(n_chunks(p, params) for p in plans) - len(todo),
+        embedded,
+        time.perf_counter() - t0,
+    )

@@ -59,7 +59,7 @@ def href_of(gdal_name: str) -> str | None:
 def _request(url: str, method: str, headers: dict | None = None) -> tuple[dict, bytes]:
     req = urllib.request.Request(check_url(url), method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310  # nosec B310 - http(s) checked
             return {k.lower(): v for k, v in resp.headers.items()}, resp.read() if method == "GET" else b""
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 410):

@@ -13,9 +13,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import feedback, http_load, indexing, query, text_query, throughput  # noqa: E402
+from bench import feedback, http_load, indexing, query, ray_indexing, text_query, throughput  # noqa: E402
 
-MODULES = [throughput, indexing, query, http_load, text_query, feedback]
+MODULES = [throughput, indexing, query, http_load, text_query, feedback, ray_indexing]
 
 
 def _machine_line(m: dict) -> str:

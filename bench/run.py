@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py --quick          # 1-2 minute smoke version -> bench/tmp/ (git-ignored)
     .venv/bin/python bench/run.py --only query --model DIR
 
-Benchmarks: throughput, indexing, query, http, text (one module each in bench/).
+Benchmarks: throughput, indexing, query, http, text, feedback, ray_indexing (one module each in bench/;
+ray_indexing needs the scale extra).
 """
 
 from __future__ import annotations

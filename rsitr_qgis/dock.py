@@ -403,6 +403,9 @@ class SearchDock(QgsDockWidget):
     # ------------------------------------------------------------------ search
     def search(self) -> None:
         """Search the current layer, or the chosen catalog (all its rasters or those in the map extent)."""
+        if self.scope() != SCOPE_LAYER and not self.catalogs:
+            self._search_after_catalogs()
+            return
         raster = None
         try:
             if self.scope() == SCOPE_LAYER:
@@ -440,6 +443,30 @@ class SearchDock(QgsDockWidget):
             self._search_done(request, None, error, t0, t0)
 
         self.with_engine(run, raster, on_error=failed)
+
+    def _search_after_catalogs(self) -> None:
+        """A catalog search before the engine's catalogs are known: start the engine, ask for them, then search."""
+
+        def fail(error: str) -> None:
+            self._set_busy(False)
+            self.show_error(error)
+            self.searchFinished.emit(None, error)
+
+        def listed(catalogs, error) -> None:
+            if error:
+                fail(f"Cannot list the engine's catalogs: {error}")
+                return
+            self._fill_catalogs(catalogs or [])
+            if not self.catalogs:
+                fail(NO_CATALOG)
+                return
+            self.search()
+
+        def ask(conn) -> None:
+            run_async("RSITR catalogs", lambda: EngineClient(conn, timeout=30).catalogs(), listed)
+
+        self._set_busy(True)
+        self.with_engine(ask, None, on_error=fail)
 
     def show_results(self, request, response, error, t0: float) -> None:
         """Draw another ranking's answer (find similar, refine: relevance.py) exactly as a text search's;

@@ -190,3 +190,13 @@ def test_catalog_of_another_model_and_engine_down(dock, catalog, qgis_iface, plu
     assert layer is None and err and "\n" not in err
     assert dock.message_label.text() == err
     set_scope(dock, SCOPE_LAYER)
+
+
+def test_catalog_search_before_the_catalog_list_arrived(dock, catalog, plugin_settings):
+    """Searching a catalog before the panel has the engine's list asks for it first, then searches."""
+    plugin_settings.set("catalog", "shared3")  # the catalog searched last
+    set_scope(dock, SCOPE_CATALOG)
+    assert dock.catalogs == []
+    layer, err = run_search(dock, "a large blue lake", 7)
+    assert err == "" and layer is not None and layer.featureCount() == 7
+    assert dock.catalog_combo.currentData() == "shared3" and dock.search_button.isEnabled()

@@ -11,6 +11,8 @@ resume. Needs the ``scale`` extra; nothing here is imported by the in-process pa
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -148,6 +150,23 @@ class ChunkEmbedder:
 
 
 # ---------------------------------------------------------------- driver
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``host:port`` cluster address (or ``$RAY_ADDRESS``) must accept a TCP connection (Ray itself retries an
+    unreachable one for minutes, then exits the process)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise BadInput(f"Ray address must be host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BadInput(
+            f"no Ray cluster reachable at {address} ({exc.strerror or exc}); start one with ray start"
+        ) from None
+
+
 def _connect(address: str | None) -> bool:
     """Connect to (or start) Ray; True when this call started it (and so shuts it down)."""
     import ray
@@ -257,6 +276,7 @@ def index_on_ray(
     from engine.tile_table import TileTable, table_schema
 
     t0 = time.perf_counter()
+    check_reachable(rp.address)
     plans = [plan_index(r, encoder, params) for r in rasters]
     by_id = {p.store_id: p for p in plans}
     table = TileTable(table_path)

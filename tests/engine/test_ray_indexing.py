@@ -210,7 +210,8 @@ def test_bad_input_is_one_line_exit_2(shared, tmp_path):
     cases = [
         (["index-many", str(tmp_path / "missing.tif"), "--catalog", "c", "--ray"], "source not found"),
         (["index-many", *_rasters(shared)[:1], "--catalog", "c", "--ray", "--ray-workers", "0"], "--ray-workers"),
-        (["index-many", *_rasters(shared)[:1], "--catalog", "../c", "--ray"], "catalog names"),
+        (["index-many", *_rasters(shared)[:1], "--catalog", "c", "--ray", "127.0.0.1:1"], "no Ray cluster reachable"),
+        (["index-many", *_rasters(shared)[:1], "--catalog", "c", "--ray", "somewhere"], "host:port"),
     ]
     for args, words in cases:
         run = subprocess.run(

@@ -46,9 +46,14 @@ FLAT_MAX_TILES = 100_000
 PQ_MIN_TILES = 20_000_000
 PQ_RERANK_MIN = 2048
 PQ_CODE = "PQ64x4fs"
-# Lists probed per query. Pooled benchmark rows, 1e6 rows, 1000 lists: recall@10 ~1.0 at 24 (0.95 at 8).
-DEFAULT_NPROBE = 24
+# Lists probed per query: the recall/speed knob (CLI --nprobe, API "nprobe"). The SQ8 scan of the probed lists is
+# nearly all of a query's time (bench/query.py, 1e6 pooled rows, 1000 lists, 50 queries, load ~5, engine call with
+# 64 re-ranked rows: nprobe 4: p50 0.64 ms, recall@10 0.894; 6: 0.95 ms, 0.968; 8: 1.27 ms, 0.988; 12: 1.96 ms,
+# 1.000; 24: 2.37 ms, 1.000). 8 is the smallest value with recall@10 >= 0.95 and a margin; the benchmark's nprobe
+# sweep re-measures it at every size.
+DEFAULT_NPROBE = 8
 SAMPLE_PER_LIST = 64  # k-means training rows per list (FAISS warns below 39)
+PQ_TRAIN_ROWS = 32_768  # PQ sub-space centroids train on at least this many rows
 ADD_ROWS = 262_144  # rows converted float16 -> float32 at a time when adding or scanning
 FLAT_MAX_BYTES = 512 << 20  # float32 copy held for the exact path (larger collections scan in blocks)
 # OpenMP threads of one query's search. One: FAISS parallelises a single query only over queries, so a second
@@ -56,6 +61,9 @@ FLAT_MAX_BYTES = 512 << 20  # float32 copy held for the exact path (larger colle
 # 5: IndexFlatIP over 1e5 rows p50 26 ms with 1 thread, 68 ms with 2). Builds use every core (BUILD_THREADS).
 SEARCH_THREADS = 1
 BUILD_THREADS = max(1, os.cpu_count() or 1)
+# Builds of fewer rows run on one thread: their k-means is all OpenMP barriers, which stall on a busy machine
+# (measured at load 5: 4 types over 3,000 rows 9 s with 2 threads).
+PARALLEL_MIN_ROWS = 50_000
 
 
 # ---------------------------------------------------------------- rows
@@ -87,6 +95,8 @@ class Rows:
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (sorted for sequential reads) as float32."""
         ids = np.asarray(ids, np.int64)
+        if len(self.parts) == 1:  # a store: one gather, no part lookup
+            return np.asarray(self.parts[0][ids], np.float32)
         out = np.empty((len(ids), self.dim), np.float32)
         part = np.searchsorted(self.offsets, ids, side="right") - 1
         for i in np.unique(part):
@@ -145,6 +155,10 @@ def choose_spec(n: int, force_ivf: bool = False) -> IndexSpec:
     return IndexSpec("ivf_sq8", default_n_lists(n), rerank_min=64, rerank_per_k=4)
 
 
+def spec_is_pq(spec: IndexSpec) -> bool:
+    return spec.kind.startswith("ivf_pq")
+
+
 def spec_from_meta(meta: dict) -> IndexSpec:
     return IndexSpec(meta["kind"], meta["n_lists"], meta["rerank_min"], meta["rerank_per_k"])
 
@@ -172,41 +186,116 @@ class VectorIndex:
 
 def build_index(rows: Rows, spec: IndexSpec | None = None, seed: int = 0, meta: dict | None = None) -> VectorIndex:
     """Train and fill an IVF index of all rows (``spec`` default: :func:`choose_spec` forced to IVF)."""
-    t0 = time.perf_counter()
+    return build_indexes(rows, [spec or choose_spec(rows.n, force_ivf=True)], seed, meta)[0]
+
+
+def build_indexes(
+    rows: Rows, specs: list[IndexSpec], seed: int = 0, meta: dict | None = None, progress=None
+) -> list[VectorIndex]:
+    """Train and fill one IVF index per spec (all with the same ``n_lists``) over all rows, sharing the k-means
+    coarse quantizer and the assignment of every row to its list (the dominant cost: n x lists x D); each index
+    then only trains and encodes its own codes. ``progress(rows_done, n)`` is called after each block.
+
+    Meta ``build_s`` of each index = the shared part (``shared_s``: k-means, assignment) + its own part
+    (``own_s``), i.e. what building that type alone costs."""
     n, d = rows.n, rows.dim
-    spec = spec or choose_spec(n, force_ivf=True)
-    if spec.kind == "flat":
+    if not specs or len({s.n_lists for s in specs}) != 1:
+        raise BadInput("build_indexes needs specs with one common number of lists")
+    if any(s.kind == "flat" for s in specs):
         raise BadInput("a flat (exact) index is built in memory, not saved")
-    if n < spec.n_lists:
-        raise BadInput(f"{n} rows cannot train {spec.n_lists} lists")
-    index = faiss.index_factory(d, spec.factory(), faiss.METRIC_INNER_PRODUCT)
-    m = SAMPLE_PER_LIST * spec.n_lists
-    m = min(n, max(m, 32_768) if spec.kind.startswith("ivf_pq") else m)  # PQ: sub-space centroids train on it
-    rng = np.random.default_rng(seed)
-    sample = rows.take(np.sort(rng.choice(n, m, replace=False))) if m < n else rows.block(0, n)
-    faiss.omp_set_num_threads(BUILD_THREADS)  # OpenMP's thread count is per calling thread
-    index.cp.seed = seed  # k-means seed (deterministic for a seed)
-    if hasattr(index, "pq"):
-        index.pq.cp.seed = seed
-    index.train(sample)
-    del sample
-    for _, x in rows.blocks():
-        index.add(x)
-    info = {
-        "format_version": FORMAT_VERSION,
-        "kind": spec.kind,
-        "factory": spec.factory(),
-        "n_lists": spec.n_lists,
-        "rerank_min": spec.rerank_min,
-        "rerank_per_k": spec.rerank_per_k,
-        "n_indexed": n,
-        "embed_dim": d,
-        "train_rows": int(m),
-        "seed": seed,
-        "faiss_version": faiss.__version__,
-    }
-    info.update(meta or {}, build_s=round(time.perf_counter() - t0, 3))
-    return VectorIndex(index, info)
+    n_lists = specs[0].n_lists
+    if n < n_lists:
+        raise BadInput(f"{n} rows cannot train {n_lists} lists")
+    threads = BUILD_THREADS if n >= PARALLEL_MIN_ROWS else 1
+    faiss.omp_set_num_threads(threads)  # OpenMP's thread count is per calling thread
+    t0 = time.perf_counter()
+    m = min(n, SAMPLE_PER_LIST * n_lists)
+    kmeans_rows = _sample(rows, m, seed)
+    m_pq = min(n, max(m, PQ_TRAIN_ROWS))
+    pq_rows = _sample(rows, m_pq, seed + 1) if m_pq > m and any(spec_is_pq(s) for s in specs) else kmeans_rows
+    indexes = [_trainable(s, d) for s in specs]
+    ivfs = [faiss.extract_index_ivf(ix) for ix in indexes]
+    ivfs[0].cp.seed = seed  # k-means seed (deterministic for a seed)
+    ivfs[0].train_q1(m, faiss.swig_ptr(kmeans_rows), False, faiss.METRIC_INNER_PRODUCT)
+    centroids = ivfs[0].quantizer.reconstruct_n(0, n_lists)
+    shared = time.perf_counter() - t0
+    own = [0.0] * len(specs)
+    for j, (ix, ivf) in enumerate(zip(indexes, ivfs, strict=True)):
+        t1 = time.perf_counter()
+        if j:
+            ivf.quantizer.add(centroids)  # trained quantizer: train() below only trains the codes
+        if hasattr(ix, "pq"):
+            ix.pq.cp.seed = seed
+        # The codecs train on one thread: PQ trains M small k-means whose OpenMP barriers stall on a busy machine
+        # (measured at load 5: PQ64x4 on 3,000 rows 21.5 s with 2 threads, 0.5 s with 1).
+        faiss.omp_set_num_threads(1)
+        ix.train(pq_rows if spec_is_pq(specs[j]) else kmeans_rows)
+        faiss.omp_set_num_threads(threads)
+        own[j] += time.perf_counter() - t1
+    del pq_rows, kmeans_rows
+    for s, x in rows.blocks():
+        t1 = time.perf_counter()
+        _, assign = ivfs[0].quantizer.search(x, 1)
+        assign = assign[:, 0].copy()
+        ids = np.arange(s, s + len(x), dtype=np.int64)
+        shared += time.perf_counter() - t1
+        for j, ivf in enumerate(ivfs):
+            t1 = time.perf_counter()
+            ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+            own[j] += time.perf_counter() - t1
+        if progress is not None:
+            progress(s + len(x), n)
+    out = []
+    for j, (spec, ix) in enumerate(zip(specs, indexes, strict=True)):
+        t1 = time.perf_counter()
+        ix = _finish(spec, ix)
+        own[j] += time.perf_counter() - t1
+        info = {
+            "format_version": FORMAT_VERSION,
+            "kind": spec.kind,
+            "factory": spec.factory(),
+            "n_lists": spec.n_lists,
+            "rerank_min": spec.rerank_min,
+            "rerank_per_k": spec.rerank_per_k,
+            "n_indexed": n,
+            "embed_dim": d,
+            "train_rows": int(m),
+            "seed": seed,
+            "faiss_version": faiss.__version__,
+        }
+        info.update(meta or {}, build_s=round(shared + own[j], 3), shared_s=round(shared, 3), own_s=round(own[j], 3))
+        out.append(VectorIndex(ix, info))
+    return out
+
+
+def _sample(rows: Rows, m: int, seed: int) -> np.ndarray:
+    """``m`` rows drawn without replacement (all rows when ``m`` >= n), float32, in row order."""
+    if m >= rows.n:
+        return rows.block(0, rows.n)
+    return rows.take(np.sort(np.random.default_rng(seed).choice(rows.n, m, replace=False)))
+
+
+def _trainable(spec: IndexSpec, d: int) -> faiss.Index:
+    """An empty index for ``spec`` that accepts preassigned rows: fast-scan PQ is built as plain 4-bit IVF-PQ
+    (``add_core`` of FAISS 1.15's fast-scan IVF corrupts the heap, measured) and packed by :func:`_finish`."""
+    factory = spec.factory()
+    if factory.endswith("fs"):
+        index = faiss.index_factory(d, factory[:-2], faiss.METRIC_INNER_PRODUCT)
+        index.by_residual = False  # as FAISS's own IVF-PQ fast-scan for inner product
+        index.do_polysemous_training = False  # unused by fast-scan; measured: 10 of the 11 s of PQ64x4 training
+        return index
+    return faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+
+
+def _finish(spec: IndexSpec, index: faiss.Index) -> faiss.Index:
+    """The searchable index: 4-bit IVF-PQ packed into fast-scan blocks (same codes, same results as FAISS's own
+    fast-scan build); the plain index keeps the shared coarse quantizer alive and drops its lists."""
+    if not spec.factory().endswith("fs"):
+        return index
+    fast = faiss.IndexIVFPQFastScan(index)
+    index.reset()
+    fast.referenced_objects = [index]
+    return fast
 
 
 def save_index(path: Path, vi: VectorIndex) -> None:

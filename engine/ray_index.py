@@ -260,36 +260,14 @@ def _complete(root: Path, store_id: str) -> bool:
     return m.get("state") == "complete" and (root / store_id / "embeddings.npy").is_file()
 
 
-def index_on_ray(
-    rasters: list[Path],
-    encoder: Encoder,
-    params: IndexParams,
-    rp: RayParams,
-    root: Path,
-    table_path: Path,
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-) -> RayIndexResult:
-    """Embed every chunk of ``rasters`` not yet in the table at ``table_path`` on Ray, then build the member
-    stores under ``root`` from the table. ``progress(done_windows, total_windows)`` after each wave."""
-    require_scale()
-    from engine.tile_table import TileTable, table_schema
+def _embed_waves(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done: int, total: int) -> None:
+    """Run the chunks ``todo`` on Ray, ``rp.chunks_per_commit`` per wave (one Lance commit each)."""
+    from engine.tile_table import table_schema
 
-    t0 = time.perf_counter()
-    check_reachable(rp.address)
-    plans = [plan_index(r, encoder, params) for r in rasters]
-    by_id = {p.store_id: p for p in plans}
-    table = TileTable(table_path)
-    done = table.done_chunks(list(by_id))
-    todo = [(p.store_id, c) for p in plans for c in range(n_chunks(p, params)) if c not in done[p.store_id]]
-    total = sum(len(p.grid) for p in plans)
-    windows_done = total - sum(len(chunk_range(by_id[s], params, c)) for s, c in todo)
-    if progress:
-        progress(windows_done, total)
     d = encoder.meta.embed_dim
     code_bytes = int(encoder.image_codes(np.zeros((1, d), np.float32)).shape[1])
     schema = table_schema(d, code_bytes)
-    started = _connect(rp.address) if todo else False
+    started = _connect(rp.address)
     try:
         for w in range(0, len(todo), rp.chunks_per_commit):
             if cancel is not None and cancel.is_set():
@@ -305,17 +283,51 @@ def index_on_ray(
             import ray
 
             ray.shutdown()
-    embedded = 0
-    for p in plans:
-        if _complete(root, p.store_id) and not any(s == p.store_id for s, _ in todo):
-            continue
-        chunks = table.chunks_of(p.store_id, d)
-        embedded += sum(len(r.index) for r in chunks.values())
-        _build_store(root, p, params, chunks, d)
+
+
+def index_on_ray(
+    rasters: list[Path],
+    encoder: Encoder,
+    params: IndexParams,
+    rp: RayParams,
+    root: Path,
+    table_path: Path,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> RayIndexResult:
+    """Embed every chunk of ``rasters`` not yet in the table at ``table_path`` on Ray, then build the member
+    stores under ``root`` from the table. ``progress(done_windows, total_windows)`` after each wave. One job per
+    table at a time (an inter-process lock next to it): two jobs never append the same chunk."""
+    require_scale()
+    from engine.tile_table import TileTable
+
+    t0 = time.perf_counter()
+    check_reachable(rp.address)
+    plans = [plan_index(r, encoder, params) for r in rasters]
+    by_id = {p.store_id: p for p in plans}
+    table = TileTable(table_path)
+    d = encoder.meta.embed_dim
+    with store_lock(table_path.parent, table_path.name):
+        done = table.done_chunks(list(by_id))
+        todo = [(p.store_id, c) for p in plans for c in range(n_chunks(p, params)) if c not in done[p.store_id]]
+        total = sum(len(p.grid) for p in plans)
+        windows_done = total - sum(len(chunk_range(by_id[s], params, c)) for s, c in todo)
+        if progress:
+            progress(windows_done, total)
+        if todo:
+            _embed_waves(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done, total)
+        embedded, run = 0, {s for s, _ in todo}
+        for p in plans:
+            if p.store_id not in run and _complete(root, p.store_id):
+                continue
+            chunks = table.chunks_of(p.store_id, d)
+            embedded += sum(len(r.index) for r in chunks.values())
+            _build_store(root, p, params, chunks, d)
+        version = table.version
     return RayIndexResult(
         [p.store_id for p in plans],
         table.path,
-        table.version,
+        version,
         len(todo),
         sum(n_chunks(p, params) for p in plans) - len(todo),
         embedded,

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qgis_profile import engine_model_setting, make_profile, qgis_env  # noqa: E402
+from qgis_profile import engine_model_setting, make_profile, qgis_env, run_qgis_code  # noqa: E402
 
 DEFAULT_RASTERS = ("cogeo.tif", "naip_2020.tif", "RGB.byte.tif")
 CATALOG = "desktop"
@@ -84,42 +83,27 @@ def main(argv=None) -> int:
             "n_tiles": summary["n_tiles"],
             "report": str(report),
             "screenshot": str(work / "catalog_search.png"),
+            "helpers_dir": str(ROOT / "scripts"),
         }
         (work / "config.json").write_text(json.dumps(config))
         (work / "home").mkdir()
         env = qgis_env({"RSITR_CHECK_CONFIG": str(work / "config.json"), "HOME": str(work / "home")})
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo", "--noversioncheck"]
-        cmd += ["--profiles-path", str(work / "profiles"), "--code", str(ROOT / "scripts" / "qgis_catalog_code.py")]
-        t1 = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=str(work),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            _out, err = proc.communicate(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)  # xvfb-run, Xvfb and qgis are in this new session
-            _out, err = proc.communicate(timeout=30)
+        run = run_qgis_code(ROOT / "scripts" / "qgis_catalog_code.py", work / "profiles", env, work, args.timeout)
+        err = run.stderr
+        if run.timed_out:
             print(f"qgis_catalog_check: QGIS did not quit within {args.timeout} s", file=sys.stderr)
         if not report.exists():
             print(
-                f"qgis_catalog_check: QGIS exited ({proc.returncode}) without a report\n{err[-3000:]}", file=sys.stderr
+                f"qgis_catalog_check: QGIS exited ({run.returncode}) without a report\n{err[-3000:]}", file=sys.stderr
             )
             return 1
         data = json.loads(report.read_text())
-        data.update(
-            qgis_exit_code=proc.returncode, index_many_s=round(index_s, 1), qgis_s=round(time.monotonic() - t1, 1)
-        )
+        data.update(qgis_exit_code=run.returncode, index_many_s=round(index_s, 1), qgis_s=round(run.wall_s, 1))
         data["catalog_summary"] = {k: summary[k] for k in ("n_rasters", "n_tiles", "index") if k in summary}
         if args.report:
             Path(args.report).write_text(json.dumps(data, indent=2))
         shot = Path(config["screenshot"])
-        ok = bool(data.get("ok")) and proc.returncode == 0 and shot.is_file()
+        ok = bool(data.get("ok")) and run.returncode == 0 and shot.is_file()
         if ok:
             Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(shot, args.screenshot)

@@ -8,8 +8,8 @@ report; quit. Config: the JSON file named by $RSITR_CHECK_CONFIG (catalog, raste
 
 import json
 import os
+import sys
 import time
-import traceback
 
 from qgis.core import QgsCoordinateTransform, QgsGeometry, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
@@ -17,31 +17,13 @@ from qgis.PyQt.QtWidgets import QDockWidget
 from qgis.utils import iface, plugins
 
 CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
-REPORT = {"ok": False, "steps": []}
+sys.path.insert(0, CONFIG["helpers_dir"])
+from qgis_code_steps import StepReport, visible_windows, wait, wait_render  # noqa: E402
+
+REPORT = StepReport(CONFIG["report"])
+step = REPORT.step
 QUERY = "a river crossing farmland"
 WATCHDOG_MS = 150_000
-
-
-def step(name, **info):
-    REPORT["steps"].append(dict(name=name, t=round(time.monotonic(), 3), **info))
-    with open(CONFIG["report"], "w", encoding="utf-8") as fh:
-        json.dump(REPORT, fh, indent=2)
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timeout after {timeout} s: {what}")
-        QCoreApplication.processEvents()
-        time.sleep(0.005)
-
-
-def wait_render(canvas, timeout=30):
-    done = []
-    canvas.mapCanvasRefreshed.connect(lambda: done.append(1))
-    canvas.refresh()
-    wait(lambda: done, timeout, "canvas render")
 
 
 def search(dock, k):
@@ -168,28 +150,14 @@ def run():
 
 def report_blockers():
     """Still running after the watchdog delay: record the visible windows (a modal question?) in the report."""
-    from qgis.PyQt.QtWidgets import QApplication
-
-    REPORT["blocked_by"] = [
-        f"{type(w).__name__} {w.objectName()} {w.windowTitle()}"
-        for w in QApplication.topLevelWidgets()
-        if w.isVisible() and w is not iface.mainWindow()
-    ]
+    REPORT["blocked_by"] = visible_windows(skip_main=True)
     step("watchdog")
 
 
 def main():
     QgsSettings().setValue("projections/promptWhenMultipleTransformsExist", False, QgsSettings.Section.App)
     QTimer.singleShot(WATCHDOG_MS, report_blockers)
-    try:
-        run()
-    except Exception as exc:  # noqa: BLE001 - reported to the driver, never a modal error dialog
-        REPORT["error"] = f"{type(exc).__name__}: {exc}"
-        REPORT["traceback"] = traceback.format_exc()
-    step("finished")
-    QgsSettings().setValue("askToSaveMemoryLayers", False, QgsSettings.Section.App)
-    QgsProject.instance().setDirty(False)
-    iface.actionExit().trigger()
+    REPORT.run_and_quit(run)
 
 
 QTimer.singleShot(500, main)

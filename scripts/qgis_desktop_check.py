@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qgis_profile import engine_model_setting, make_profile, qgis_env  # noqa: E402
+from qgis_profile import engine_model_setting, make_profile, qgis_env, run_qgis_code  # noqa: E402
 
 DEFAULT_QUERIES = ["a stadium next to a river", "many buildings and roads", "green trees in a forest"]
 
@@ -93,6 +91,7 @@ def main(argv=None) -> int:
             "raster": str(raster),
             "queries": args.query or DEFAULT_QUERIES,
             "report": str(report),
+            "helpers_dir": str(ROOT / "scripts"),
             "screenshot": str(screenshot),
             "k": 10,
             "repeats": 5,
@@ -102,46 +101,18 @@ def main(argv=None) -> int:
         (work / "config.json").write_text(json.dumps(config))
         env = qgis_env({"RSITR_CHECK_CONFIG": str(work / "config.json"), "HOME": str(work / "home")})
         (work / "home").mkdir()
-        cmd = [
-            "xvfb-run",
-            "-a",
-            "-s",
-            "-screen 0 1280x800x24",
-            "qgis",
-            "--nologo",
-            "--noversioncheck",
-            "--profiles-path",
-            str(work / "profiles"),
-            "--code",
-            str(ROOT / "scripts" / "qgis_desktop_code.py"),
-        ]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=str(work),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)  # xvfb-run, Xvfb and qgis are in this new session
-            out, err = proc.communicate(timeout=30)
+        run = run_qgis_code(ROOT / "scripts" / "qgis_desktop_code.py", work / "profiles", env, work, args.timeout)
+        if run.timed_out:
             print(f"qgis_desktop_check: QGIS did not quit within {args.timeout} s", file=sys.stderr)
-        proc.stderr_text = err
-        timed_out = proc.returncode is None or proc.returncode < 0
-        wall = time.monotonic() - t0
+        timed_out, wall = run.timed_out, run.wall_s
         if not report.exists():
             print(
-                f"qgis_desktop_check: QGIS exited ({proc.returncode}) without a report\n{proc.stderr_text[-3000:]}",
+                f"qgis_desktop_check: QGIS exited ({run.returncode}) without a report\n{run.stderr[-3000:]}",
                 file=sys.stderr,
             )
             return 1
         data = json.loads(report.read_text())
-        data["qgis_exit_code"] = proc.returncode
+        data["qgis_exit_code"] = run.returncode
         data["wall_s"] = round(wall, 1)
         pids = [s.get("engine_pid") for s in data["steps"] if s.get("engine_pid")]
         time.sleep(0.5)
@@ -157,7 +128,7 @@ def main(argv=None) -> int:
         if not ok:
             print(
                 f"qgis_desktop_check: FAILED: {data.get('error', '')}\n{data.get('traceback', '')}"
-                f"\nengine stopped on exit: {data['engine_stopped_on_exit']}\n{proc.stderr_text[-2000:]}",
+                f"\nengine stopped on exit: {data['engine_stopped_on_exit']}\n{run.stderr[-2000:]}",
                 file=sys.stderr,
             )
             return 1

@@ -8,38 +8,20 @@ Config: the JSON file named by $RSITR_CHECK_CONFIG (raster, queries, report, scr
 import json
 import os
 import statistics
+import sys
 import time
-import traceback
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget
 from qgis.utils import iface, plugins
 
 CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
-REPORT = {"ok": False, "steps": []}
+sys.path.insert(0, CONFIG["helpers_dir"])
+from qgis_code_steps import StepReport, visible_windows, wait, wait_render  # noqa: E402
 
-
-def step(name, **info):
-    REPORT["steps"].append(dict(name=name, t=round(time.monotonic(), 3), **info))
-    with open(CONFIG["report"], "w", encoding="utf-8") as fh:
-        json.dump(REPORT, fh, indent=2)
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timeout after {timeout} s: {what}")
-        QCoreApplication.processEvents()
-        time.sleep(0.005)
-
-
-def wait_render(canvas, timeout=30):
-    done = []
-    canvas.mapCanvasRefreshed.connect(lambda: done.append(1))
-    canvas.refresh()
-    wait(lambda: done, timeout, "canvas render")
+REPORT = StepReport(CONFIG["report"])
+step = REPORT.step
 
 
 def search_and_render(dock, canvas, query, k):
@@ -343,37 +325,26 @@ def find_similar_workflow(plugin, dock, canvas, raster):
     assert len(colours) > 20, f"map area looks blank ({len(colours)} colours)"
 
 
-def main():
-    try:
-        run()
-    except Exception as exc:  # noqa: BLE001 - reported to the driver, never a modal error dialog
-        REPORT["error"] = f"{type(exc).__name__}: {exc}"
-        plugin = plugins.get("rsitr_qgis")
-        tm = QgsApplication.taskManager()
-        REPORT["diagnostics"] = {
-            "panel_message": plugin.dock.message_label.text() if plugin and plugin.dock else None,
-            "engine_state": plugin.dock.manager.state if plugin and plugin.dock else None,
-            "active_tasks": [t.description() for t in tm.activeTasks()],
-            "threads": [t.name for t in __import__("threading").enumerate()],
-        }
-        REPORT["traceback"] = traceback.format_exc()
-    step("finished")
-    QgsSettings().setValue("askToSaveMemoryLayers", False, QgsSettings.Section.App)
-    QgsProject.instance().setDirty(False)
-    QTimer.singleShot(8000, report_blockers)
-    iface.actionExit().trigger()
+def diagnostics():
+    """The panel's and the task manager's state when a step failed."""
+    plugin = plugins.get("rsitr_qgis")
+    tm = QgsApplication.taskManager()
+    return {
+        "panel_message": plugin.dock.message_label.text() if plugin and plugin.dock else None,
+        "engine_state": plugin.dock.manager.state if plugin and plugin.dock else None,
+        "active_tasks": [t.description() for t in tm.activeTasks()],
+        "threads": [t.name for t in __import__("threading").enumerate()],
+    }
 
 
 def report_blockers():
     """Still running 8 s after Exit: record the visible windows (a modal question?) in the report."""
-    from qgis.PyQt.QtWidgets import QApplication
-
-    REPORT["exit_blocked_by"] = [
-        f"{type(w).__name__} {w.objectName()} {w.windowTitle()}" + (f": {w.text()}" if hasattr(w, "text") else "")
-        for w in QApplication.topLevelWidgets()
-        if w.isVisible()
-    ]
+    REPORT["exit_blocked_by"] = visible_windows()
     step("exit blocked")
+
+
+def main():
+    REPORT.run_and_quit(run, diagnostics, before_exit=lambda: QTimer.singleShot(8000, report_blockers))
 
 
 QTimer.singleShot(500, main)

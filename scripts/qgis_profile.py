@@ -5,7 +5,11 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
+import signal
+import subprocess
+import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +99,33 @@ def engine_model_setting(work: Path) -> str:
     from tests.bundles import build_synthetic_bundle
 
     return str(build_synthetic_bundle(work / "synthetic_bundle"))
+
+
+@dataclass
+class QgisRun:
+    """How a ``qgis --code`` run under Xvfb ended."""
+
+    returncode: int | None
+    stderr: str
+    wall_s: float
+    timed_out: bool
+
+
+def run_qgis_code(code: Path, profiles: Path, env: dict[str, str], cwd: Path, timeout: float) -> QgisRun:
+    """Desktop QGIS under ``xvfb-run`` with the profiles folder, running ``code`` (a file that reports and quits);
+    after ``timeout`` s xvfb-run, Xvfb and qgis (one process session) get SIGTERM."""
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo", "--noversioncheck"]
+    cmd += ["--profiles-path", str(profiles), "--code", str(code)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    timed_out = False
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    killed = timed_out or proc.returncode is None or proc.returncode < 0
+    return QgisRun(proc.returncode, err, time.monotonic() - t0, killed)

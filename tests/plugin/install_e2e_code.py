@@ -9,38 +9,20 @@ highlighted tiles and writes a JSON report. Config: the JSON file named by $RSIT
 
 import json
 import os
+import sys
 import time
-import traceback
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
-from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDockWidget, QPushButton
 from qgis.utils import iface, plugins
 
 CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
-REPORT = {"ok": False, "steps": []}
+sys.path.insert(0, CONFIG["helpers_dir"])
+from qgis_code_steps import StepReport, settle, wait  # noqa: E402
 
-
-def step(name, **info):
-    REPORT["steps"].append(dict(name=name, t=round(time.time(), 3), **info))
-    with open(CONFIG["report"], "w", encoding="utf-8") as fh:
-        json.dump(REPORT, fh, indent=2)
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timeout after {timeout} s: {what}")
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-
-
-def settle(seconds=0.5):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
+REPORT = StepReport(CONFIG["report"])
+step = REPORT.step
 
 
 def run():
@@ -171,16 +153,4 @@ def run():
     REPORT["ok"] = True
 
 
-def main():
-    try:
-        run()
-    except Exception as exc:  # noqa: BLE001 - reported to the driver, never a modal error dialog
-        REPORT["error"] = f"{type(exc).__name__}: {exc}"
-        REPORT["traceback"] = traceback.format_exc()
-    step("finished")
-    QgsSettings().setValue("askToSaveMemoryLayers", False, QgsSettings.Section.App)
-    QgsProject.instance().setDirty(False)
-    iface.actionExit().trigger()
-
-
-QTimer.singleShot(500, main)
+QTimer.singleShot(500, lambda: REPORT.run_and_quit(run))

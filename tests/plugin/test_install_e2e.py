@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from tests.plugin.setup_helpers import ServerState, serve
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
-from qgis_profile import make_profile, qgis_env  # noqa: E402
+from qgis_profile import make_profile, qgis_env, run_qgis_code  # noqa: E402
 
 QUERY = "a river"
 
@@ -89,6 +88,7 @@ def test_new_user_installs_engine_in_qgis_and_finds_tiles(short_tmp, shared):
             "python": os.path.realpath(sys._base_executable),  # the wheels were downloaded for this Python
             "python_version": list(sys.version_info[:2]),
             "report": str(tmp_path / "report.json"),
+            "helpers_dir": str(PROJECT_ROOT / "scripts"),
             "dialog_screenshot": str(tmp_path / "setup_dialog.png"),
             "result_screenshot": str(tmp_path / "install_result.png"),
         }
@@ -102,21 +102,12 @@ def test_new_user_installs_engine_in_qgis_and_finds_tiles(short_tmp, shared):
             if key.startswith("PIP_") and key != "PIP_CONFIG_FILE" or key in ("RSITR_MODELS_DIR", "RSITR_MODEL"):
                 env.pop(key)
         assert str(PROJECT_ROOT / ".venv") not in env["PATH"] and "PYTHONPATH" not in env
-        code = Path(__file__).with_name("install_e2e_code.py")
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo", "--noversioncheck",
-               "--profiles-path", str(profiles), "--code", str(code)]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)  # fmt: skip
-        try:
-            _stdout, stderr = proc.communicate(timeout=1200)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            _stdout, stderr = proc.communicate(timeout=30)
+        run = run_qgis_code(Path(__file__).with_name("install_e2e_code.py"), profiles, env, tmp_path, 1200)
     finally:
         server.shutdown()
 
     report_path = Path(config["report"])
-    assert report_path.exists(), f"QGIS exited ({proc.returncode}) without a report: {stderr[-3000:]}"
+    assert report_path.exists(), f"QGIS exited ({run.returncode}) without a report: {run.stderr[-3000:]}"
     data = json.loads(report_path.read_text())
     steps = {s["name"]: s for s in data["steps"]}
     assert data["ok"], f"{data.get('error')}\n{data.get('traceback', '')}\n{json.dumps(data['steps'], indent=1)}"

@@ -221,7 +221,7 @@ def _run_wave(
         },
         batch_size=1,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=rp.workers),
+        compute=ray.data.ActorPoolStrategy(size=min(rp.workers, len(items))),  # no idle actors on small waves
         num_cpus=rp.worker_cpus,
         num_gpus=gpus,
     )

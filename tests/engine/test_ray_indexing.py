@@ -28,6 +28,8 @@ RASTERS = ("RGB.byte.tif", "naip_2020.tif", "cogeo.tif", "world.rgb.tif")
 PARAMS = {"tile": 128, "chunk_tiles": 16, "batch_size": 8}
 COMMIT_CHUNKS = 2  # the API runs: 4 waves of 2 chunks (cancel after one, kill after another, resume)
 N_CHUNKS = 8  # of the 4 rasters at PARAMS (107 grid windows)
+# the cluster runs take ~100 s on 2 cores shared with a training job; the first scale install downloads ~250 MB
+pytestmark = pytest.mark.timeout(900)
 SCALE_PINS = ("ray[data]==2.60.0", "pylance==14.0.2", "lance-ray==0.5.0", "pyarrow==22.0.0", "pandas==2.3.3")
 
 

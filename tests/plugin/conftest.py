@@ -40,6 +40,17 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> Non
         time.sleep(0.01)
 
 
+def run_search(dock, query: str, k: int = 3):
+    """Type ``query`` into the panel, search, wait for ``searchFinished``: ``(layer, error)``."""
+    got = []
+    dock.searchFinished.connect(lambda layer, err: got.append((layer, err)))
+    dock.query_edit.setText(query)
+    dock.k_spin.setValue(k)
+    dock.search()
+    wait_until(lambda: got, 120, "search")
+    return got[0]
+
+
 def make_rgb_geotiff(
     path: Path, width: int = 512, height: int = 512, epsg: int = 32633, origin=(500000.0, 6000000.0), pixel: float = 1.0
 ) -> Path:

@@ -32,7 +32,7 @@ from rsitr_qgis.engine_requests import SearchRequest
 from rsitr_qgis.errors import EngineError
 from rsitr_qgis.results_layer import transform_geometry
 from tests.conftest import PROJECT_ROOT
-from tests.plugin.conftest import wait_until
+from tests.plugin.conftest import run_search, wait_until
 
 RASTERS = ("cogeo.tif", "naip_2020.tif", "RGB.byte.tif")
 NAIP_LONLAT = (-99.186, 47.004, -99.124, 47.037)  # naip_2020.tif's lon/lat bounds (EPSG:26914 raster)
@@ -69,16 +69,6 @@ def refresh(dock) -> list[dict]:
     wait_until(lambda: got, 60, "GET /catalogs")
     assert got[-1][1] == "", got
     return got[-1][0]
-
-
-def run_search(dock, query, k):
-    got = []
-    dock.searchFinished.connect(lambda layer, err: got.append((layer, err)))
-    dock.query_edit.setText(query)
-    dock.k_spin.setValue(k)
-    dock.search()
-    wait_until(lambda: got, 120, "search")
-    return got[0]
 
 
 def set_scope(dock, scope):

@@ -6,7 +6,7 @@ import pytest
 from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
 
 from rsitr_qgis.dock import SearchDock
-from tests.plugin.conftest import make_rgb_geotiff, wait_until
+from tests.plugin.conftest import make_rgb_geotiff, run_search, wait_until
 
 
 @pytest.fixture
@@ -22,16 +22,6 @@ def add_raster(path, name="raster"):
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     return layer
-
-
-def run_search(dock, query, k=3):
-    got = []
-    dock.searchFinished.connect(lambda layer, err: got.append((layer, err)))
-    dock.query_edit.setText(query)
-    dock.k_spin.setValue(k)
-    dock.search()
-    wait_until(lambda: got, 120, "search")
-    return got[0]
 
 
 def test_dock_object_name_and_web_layer_message(dock, qgis_iface):

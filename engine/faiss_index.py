@@ -67,13 +67,31 @@ PARALLEL_MIN_ROWS = 50_000
 
 
 # ---------------------------------------------------------------- rows
+_FP16: dict[int, faiss.ScalarQuantizer] = {}
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """``[n, D]`` rows as float32. float16 goes through FAISS's fp16 decoder (F16C SIMD; exact): numpy 1.26's
+    cast is the slow part of a re-rank (measured at load 5: 2,048 x 256 rows 6.0 ms with ``astype``, 1.5 ms
+    decoded; 50,000 rows 162 vs 44 ms)."""
+    if a.dtype != np.float16 or a.ndim != 2 or not len(a):
+        return np.asarray(a, np.float32)
+    d = a.shape[1]
+    sq = _FP16.get(d)
+    if sq is None:
+        sq = _FP16.setdefault(d, faiss.ScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16))
+    return sq.decode(np.ascontiguousarray(a).view(np.uint8))
+
+
 class Rows:
     """The float16 embeddings of a collection: several ``[n_i, D]`` arrays read as one ``[sum n_i, D]``."""
 
     def __init__(self, parts: list[np.ndarray]) -> None:
         if not parts:
             raise BadInput("a collection needs at least one embeddings array")
-        self.parts = parts
+        # memory-mapped parts as plain arrays over the same mapping: numpy's memmap subclass costs ~50 us per
+        # gather (measured: 103 -> ~50 us per 64-row re-rank at load 5)
+        self.parts = [p.view(np.ndarray) if isinstance(p, np.memmap) else p for p in parts]
         self.dim = int(parts[0].shape[1])
         self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         self._flat: faiss.IndexFlatIP | None = None
@@ -89,19 +107,19 @@ class Rows:
         for i, p in enumerate(self.parts):
             a, b = max(start, self.offsets[i]), min(stop, self.offsets[i + 1])
             if a < b:
-                out[a - start : b - start] = p[a - self.offsets[i] : b - self.offsets[i]]
+                out[a - start : b - start] = as_float32(p[a - self.offsets[i] : b - self.offsets[i]])
         return out
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (sorted for sequential reads) as float32."""
         ids = np.asarray(ids, np.int64)
         if len(self.parts) == 1:  # a store: one gather, no part lookup
-            return np.asarray(self.parts[0][ids], np.float32)
+            return as_float32(self.parts[0][ids])
         out = np.empty((len(ids), self.dim), np.float32)
         part = np.searchsorted(self.offsets, ids, side="right") - 1
         for i in np.unique(part):
             sel = part == i
-            out[sel] = self.parts[i][ids[sel] - self.offsets[i]]
+            out[sel] = as_float32(self.parts[i][ids[sel] - self.offsets[i]])
         return out
 
     def blocks(self, start: int = 0):

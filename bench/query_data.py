@@ -8,13 +8,16 @@ Two distributions: "pooled" (a pool of real image embeddings of the bundle + Gau
 from __future__ import annotations
 
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 CHUNK = 100_000  # rows generated (and hashed by the bundle) at a time: bounded memory next to other jobs
+WORKERS = max(1, min(2, os.cpu_count() or 1))  # chunks generated at once
 
 
 @dataclass(frozen=True)
@@ -70,50 +73,70 @@ def sign_codes(x: np.ndarray) -> np.ndarray:
     return np.packbits(x > 0, axis=1)
 
 
-def merge_top_k(best_s: np.ndarray, best_i: np.ndarray, s: np.ndarray, offset: int, k: int):
-    """Running top-``k`` per query: merge scores ``s`` ``[q, m]`` of rows ``offset..offset+m-1`` into
-    ``(best_s, best_i)`` ``[q, <=k]`` (ties: lower row id first)."""
+def chunk_top_k(s: np.ndarray, offset: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` per query of scores ``s`` ``[q, m]`` of rows ``offset..offset+m-1``: (scores, row ids), unordered."""
     ids = np.broadcast_to(np.arange(offset, offset + s.shape[1], dtype=np.int64), s.shape)
     if s.shape[1] > k:
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        s, ids = np.take_along_axis(s, part, 1), np.take_along_axis(ids, part, 1)
-    s, ids = np.concatenate([best_s, s], 1), np.concatenate([best_i, ids], 1)
+        return np.take_along_axis(s, part, 1), np.take_along_axis(ids, part, 1)
+    return s, np.ascontiguousarray(ids)
+
+
+def merge_ranked(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int):
+    """The best ``k`` of two (scores, ids) ``[q, *]`` candidate sets, best first (ties: lower row id first)."""
+    s, ids = np.concatenate([a[0], b[0]], 1), np.concatenate([a[1], b[1]], 1)
     order = np.lexsort((ids, -s), axis=1)[:, :k]
     return np.take_along_axis(s, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def write_store(folder: Path, p: StoreParams, enc, q: np.ndarray, k: int) -> BenchStore:
+def merge_top_k(best_s: np.ndarray, best_i: np.ndarray, s: np.ndarray, offset: int, k: int):
+    """Running top-``k`` per query: merge scores ``s`` ``[q, m]`` of rows ``offset..`` into ``(best_s, best_i)``."""
+    return merge_ranked((best_s, best_i), chunk_top_k(s, offset, k), k)
+
+
+def unit_rows(p: StoreParams, start: int, m: int) -> np.ndarray:
+    """Rows ``start .. start+m-1`` of the store ``p`` as float32 unit vectors (deterministic per chunk)."""
+    rng = np.random.default_rng([p.seed, start])
+    g = rng.standard_normal((m, p.dim), dtype=np.float32)
+    if p.pool is not None:
+        g *= (p.noise / np.sqrt(np.einsum("ij,ij->i", g, g)))[:, None]
+        g += p.pool[(np.arange(start, start + m) * 7919) % len(p.pool)]
+    g /= np.sqrt(np.einsum("ij,ij->i", g, g))[:, None]
+    return g
+
+
+def write_store(folder: Path, p: StoreParams, enc, q: np.ndarray, k: int, workers: int = WORKERS) -> BenchStore:
     """Write ``embeddings.npy`` (float16), ``codes.npy`` (the bundle's hash codes: ``enc.image_codes``) and
-    ``signs.npy`` (sign bits) under ``folder``, chunk by chunk; the exact top-``k`` of each query ``q`` over the
-    stored float16 rows is computed on the way (one pass instead of one scan per query)."""
+    ``signs.npy`` (sign bits) under ``folder``, chunk by chunk on ``workers`` threads (numpy, FAISS and ONNX
+    Runtime release the GIL); the exact top-``k`` of each query ``q`` over the stored float16 rows is computed on
+    the way (one pass instead of one scan per query)."""
+    from engine.faiss_index import as_float32
+
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(p.seed)
     t0, c0 = time.perf_counter(), time.process_time()
     emb = np.lib.format.open_memmap(folder / "embeddings.npy", mode="w+", dtype=np.float16, shape=(p.n, p.dim))
     signs = np.lib.format.open_memmap(folder / "signs.npy", mode="w+", dtype=np.uint8, shape=(p.n, p.dim // 8))
-    codes = None
-    best_s, best_i = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-    for s in range(0, p.n, CHUNK):
-        m = min(CHUNK, p.n - s)
-        g = rng.standard_normal((m, p.dim), dtype=np.float32)
-        if p.pool is not None:
-            g *= p.noise / np.linalg.norm(g, axis=1, keepdims=True)
-            g += p.pool[(np.arange(s, s + m) * 7919) % len(p.pool)]
-        g /= np.linalg.norm(g, axis=1, keepdims=True)
-        h = g.astype(np.float16)
-        emb[s : s + m] = h
-        x = h.astype(np.float32)  # what the engine reads back
-        signs[s : s + m] = sign_codes(x)
-        c = enc.image_codes(x)
-        if codes is None:
-            codes = np.lib.format.open_memmap(folder / "codes.npy", mode="w+", dtype=np.uint8, shape=(p.n, c.shape[1]))
-        codes[s : s + m] = c
-        best_s, best_i = merge_top_k(best_s, best_i, q @ x.T, s, k)
+    width = enc.image_codes(np.ones((1, p.dim), np.float32) / np.sqrt(p.dim)).shape[1]
+    codes = np.lib.format.open_memmap(folder / "codes.npy", mode="w+", dtype=np.uint8, shape=(p.n, width))
+    empty = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+
+    def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
+        m = min(CHUNK, p.n - start)
+        h = unit_rows(p, start, m).astype(np.float16)
+        x = as_float32(h)  # what the engine reads back
+        emb[start : start + m] = h
+        signs[start : start + m] = sign_codes(x)
+        codes[start : start + m] = enc.image_codes(x)
+        return chunk_top_k(q @ x.T, start, k)
+
+    best = empty
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for part in pool.map(chunk, range(0, p.n, CHUNK)):
+            best = merge_ranked(best, part, k)
     for a in (emb, signs, codes):
         a.flush()
-    del emb, signs, codes
     files = {f: (folder / f).stat().st_size for f in ("embeddings.npy", "codes.npy", "signs.npy")}
-    return BenchStore(folder, p.n, best_i, time.perf_counter() - t0, time.process_time() - c0, files)
+    return BenchStore(folder, p.n, best[1], time.perf_counter() - t0, time.process_time() - c0, files)
 
 
 def open_bench_store(folder: Path, index=None):

@@ -64,6 +64,12 @@ BUILD_THREADS = max(1, os.cpu_count() or 1)
 # Builds of fewer rows run on one thread: their k-means is all OpenMP barriers, which stall on a busy machine
 # (measured at load 5: 4 types over 3,000 rows 9 s with 2 threads).
 PARALLEL_MIN_ROWS = 50_000
+# From this many lists the coarse k-means runs in two levels and rows are assigned to lists through an IVF over
+# the centroids (probing ASSIGN_PROBE of sqrt(lists) groups); queries still compare with every centroid. Measured
+# (2e5 pooled rows, 3,162 lists, load ~4): one-level assignment 21.1 s, two-level 1.8 s with the same list for
+# 99.9985% of rows; the one-level k-means on 123k rows took 41 s for 4 iterations. Below, builds are cheap enough.
+TWO_LEVEL_MIN_LISTS = 1000
+ASSIGN_PROBE = 4
 
 
 # ---------------------------------------------------------------- rows
@@ -233,14 +239,18 @@ def build_indexes(
     pq_rows = _sample(rows, m_pq, seed + 1) if m_pq > m and any(spec_is_pq(s) for s in specs) else kmeans_rows
     indexes = [_trainable(s, d) for s in specs]
     ivfs = [faiss.extract_index_ivf(ix) for ix in indexes]
-    ivfs[0].cp.seed = seed  # k-means seed (deterministic for a seed)
-    ivfs[0].train_q1(m, faiss.swig_ptr(kmeans_rows), False, faiss.METRIC_INNER_PRODUCT)
-    centroids = ivfs[0].quantizer.reconstruct_n(0, n_lists)
+    if n_lists < TWO_LEVEL_MIN_LISTS:
+        ivfs[0].cp.seed = seed  # k-means seed (deterministic for a seed)
+        ivfs[0].train_q1(m, faiss.swig_ptr(kmeans_rows), False, faiss.METRIC_INNER_PRODUCT)
+        centroids = ivfs[0].quantizer.reconstruct_n(0, n_lists)
+    else:
+        centroids = two_level_centroids(kmeans_rows, n_lists, seed)
+    assigner = _assigner(centroids)
     shared = time.perf_counter() - t0
     own = [0.0] * len(specs)
     for j, (ix, ivf) in enumerate(zip(indexes, ivfs, strict=True)):
         t1 = time.perf_counter()
-        if j:
+        if ivf.quantizer.ntotal == 0:
             ivf.quantizer.add(centroids)  # trained quantizer: train() below only trains the codes
         if hasattr(ix, "pq"):
             ix.pq.cp.seed = seed
@@ -253,7 +263,7 @@ def build_indexes(
     del pq_rows, kmeans_rows
     for s, x in rows.blocks():
         t1 = time.perf_counter()
-        _, assign = ivfs[0].quantizer.search(x, 1)
+        _, assign = assigner.search(x, 1)
         assign = assign[:, 0].copy()
         ids = np.arange(s, s + len(x), dtype=np.int64)
         shared += time.perf_counter() - t1
@@ -284,6 +294,50 @@ def build_indexes(
         info.update(meta or {}, build_s=round(shared + own[j], 3), shared_s=round(shared, 3), own_s=round(own[j], 3))
         out.append(VectorIndex(ix, info))
     return out
+
+
+def two_level_centroids(x: np.ndarray, n_lists: int, seed: int) -> np.ndarray:
+    """``n_lists`` spherical k-means centroids of ``x`` in two levels: ~sqrt(n_lists) groups, then each group's
+    share of the centroids (proportional to its rows) trained on its rows only; ~sqrt(n_lists) times fewer
+    distance computations than one k-means."""
+    d = x.shape[1]
+    groups = int(round(np.sqrt(n_lists)))
+    top = faiss.Kmeans(d, groups, niter=10, spherical=True, seed=seed, max_points_per_centroid=1 << 20)
+    top.train(x)
+    _, a = top.index.search(x, 1)
+    a = a[:, 0]
+    cum = np.cumsum(np.bincount(a, minlength=groups))
+    share = cum * n_lists // cum[-1]
+    share[1:] -= share[:-1].copy()
+    out = []
+    for g in range(groups):
+        k, sub = int(share[g]), x[a == g]
+        if k == 0:
+            continue
+        if len(sub) <= k:  # degenerate group: its rows are the centroids (repeated to keep n_lists)
+            out.append(sub[np.arange(k) % len(sub)])
+            continue
+        km = faiss.Kmeans(d, k, niter=10, spherical=True, seed=seed + g + 1, max_points_per_centroid=1 << 20)
+        km.train(np.ascontiguousarray(sub))
+        out.append(km.centroids)
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def _assigner(centroids: np.ndarray) -> faiss.Index:
+    """The index that assigns rows to their list at build time: exact over the centroids below
+    ``TWO_LEVEL_MIN_LISTS`` lists, else an IVF over the centroids probing ``ASSIGN_PROBE`` of sqrt(lists) groups."""
+    n_lists, d = centroids.shape
+    if n_lists < TWO_LEVEL_MIN_LISTS:
+        flat = faiss.IndexFlatIP(d)
+        flat.add(centroids)
+        return flat
+    groups = int(round(np.sqrt(n_lists)))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, groups, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.min_points_per_centroid = 1  # few training points per group by design (the centroids)
+    ivf.train(centroids)
+    ivf.add(centroids)
+    ivf.nprobe = ASSIGN_PROBE
+    return ivf
 
 
 def _sample(rows: Rows, m: int, seed: int) -> np.ndarray:

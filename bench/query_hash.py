@@ -25,6 +25,7 @@ class BinarySpec:
     kind: str
     candidates: int = 2048  # Hamming candidates re-ranked exactly (= the engine's PQ re-rank depth)
     nprobe: int = 8
+    max_rows: int | None = None  # larger stores skip this path (see BINARY in bench/query.py)
 
 
 class BinaryPath:
@@ -34,6 +35,9 @@ class BinaryPath:
     def __init__(self, folder: Path, spec: BinarySpec, seed: int = 0) -> None:
         codes = np.load(folder / spec.codes, mmap_mode="r")
         self.spec, self.bits = spec, codes.shape[1] * 8
+        # one OpenMP thread: IndexBinaryIVF.add with 2 threads next to another job took 458 s for 1e6 codes
+        # (1 thread: 2.2 s; measured at load 3)
+        faiss.omp_set_num_threads(1)
         t0, c0 = time.perf_counter(), time.process_time()
         if spec.kind == "flat":
             self.index = faiss.IndexBinaryFlat(self.bits)
@@ -42,6 +46,7 @@ class BinaryPath:
             self.lists = default_n_lists(len(codes))
             self.index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.bits), self.bits, self.lists)
             self.index.cp.seed = seed
+            self.index.cp.niter = 10  # as the float IVF k-means
             rng = np.random.default_rng(seed)
             m = min(len(codes), 64 * self.lists)
             self.index.train(np.ascontiguousarray(codes[np.sort(rng.choice(len(codes), m, replace=False))]))

@@ -8,6 +8,11 @@ arrays one after the other). Search is inner product (= cosine) through FAISS at
 - from ``PQ_MIN_TILES``: ``IVF<lists>,PQ64x4fs`` (4-bit fast-scan PQ, 32 bytes per row) with a much deeper exact
   float16 re-rank (``PQ_RERANK_MIN`` rows).
 
+Builds (:func:`build_indexes`) share one coarse k-means (two-level from ``TWO_LEVEL_MIN_LISTS`` lists) and one
+assignment of every row to its list between index types; queries probe ``DEFAULT_NPROBE`` lists. The CHNR hash
+codes of a store are not used by search: at equal bytes per tile IVF-PQ beats FAISS binary indexes on them
+(bench/query.py, docs/performance.md section 3).
+
 IVF indexes cover rows ``0 .. n_indexed-1``; rows appended later (``>= n_indexed``) are scanned exactly, so they
 are always found. Files (docs/contracts.md section 2): ``<collection>/faiss/index.faiss`` and ``meta.json``
 (written last; the folder is replaced atomically). An AOI is an ID selector inside the FAISS search.

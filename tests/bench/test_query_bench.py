@@ -112,6 +112,7 @@ def test_tiny_run_goals_and_tables(tmp_path, monkeypatch):
     from engine.config import default_model_dir
 
     monkeypatch.setattr(faiss_index, "FLAT_MAX_TILES", 3000)  # 4000 rows: the engine's IVF-SQ8 and its sweep
+    monkeypatch.setitem(query.BINARY, "chnr_ivf", BinarySpec("codes.npy", "ivf", max_rows=3000))
 
     ctx = Ctx(model=default_model_dir(), quick=True, results_dir=tmp_path / "r", work=tmp_path)
     res = query.run(ctx)
@@ -127,6 +128,7 @@ def test_tiny_run_goals_and_tables(tmp_path, monkeypatch):
         for k in query.FAISS_KINDS:
             p = r["paths"][k]
             assert p["ms"]["n"] == 4 and p["faiss_ms"]["n"] == 4 and p["bytes_per_tile"] > 0
+        assert ("skipped" in r["paths"]["chnr_ivf"]) is (r["n"] > 3000)
         sweep = [s["nprobe"] for s in r.get("nprobe_sweep", [])]
         assert sweep == ([] if r["n"] < 3000 else list(query.NPROBE_SWEEP))
     pooled = [r for r in res["rows"] if r["dist"] == "pooled"]

@@ -12,7 +12,7 @@ the worst case for IVF lists and hash codes.
 Timed: the engine's own search call ``engine.search.search_stores`` on one store with a ready query vector (text
 encoding is timed apart, first call per prompt): ``exact=True`` (the engine's exact scan), then the store opened
 with each FAISS index type, all built by ``engine.faiss_index.build_indexes`` (one k-means and one list assignment
-shared by the types, then each type's own codes; build seconds = shared + own part), saved and memory-mapped as the
+shared by the types, then each type's own codes; build seconds = shared + own part), saved and reopened as the
 engine does: IVF-Flat, IVF-SQ8, IVF-PQ64x4fs (32 B/row, the engine's type from ``PQ_MIN_TILES``), IVF-PQ16x4fs
 (8 B/row), each probing the default ``nprobe`` lists with the engine's exact float16 re-rank. Next to each, the
 same FAISS search alone ("FAISS only", same lists and candidates) shows the engine's overhead. Binary paths
@@ -95,7 +95,7 @@ def n_queries_for(ctx: Ctx) -> int:
 
 
 def build_faiss(folder: Path, n: int, dim: int, kinds: list[str]) -> dict:
-    """Build every FAISS type of ``kinds`` in one pass (engine ``build_indexes``), save and reopen each memory-mapped
+    """Build every FAISS type of ``kinds`` in one pass (engine ``build_indexes``), save and reopen each
     as the engine does; kind -> (VectorIndex, figures)."""
     from engine import faiss_index as fi
 

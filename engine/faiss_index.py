@@ -395,11 +395,16 @@ def save_index(path: Path, vi: VectorIndex) -> None:
 
 
 def load_index(path: Path) -> VectorIndex:
-    """Open an index written by :func:`save_index` (lists memory-mapped); CorruptData when inconsistent."""
+    """Open an index written by :func:`save_index` (read into RAM); CorruptData when inconsistent.
+
+    Not memory-mapped: FAISS 1.15 IVF-SQ8/Flat lists opened with ``IO_FLAG_MMAP`` stall a query for about a
+    scheduler tick (measured, 1e5 rows, nprobe 8, 64 candidates, 1 thread, load 2.4: p50 3.90 ms mapped vs 0.15 ms
+    in RAM; that was the 3.67 ms at 1e6 of the previous benchmark). The index's RAM is its bytes per tile
+    (docs/performance.md section 3); stores and catalogs are opened once and cached by the engine facade."""
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        index = faiss.read_index(str(path / "index.faiss"))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CorruptData(f"vector index {path} unreadable ({' '.join(str(exc).split())[:200]})") from None
     ok = (

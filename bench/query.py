@@ -226,7 +226,7 @@ def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict
         else:
             kinds.append(kind)
     builds = build_faiss(folder, n, dim, kinds)
-    slowest = max(builds[k]["s"] for k in kinds)
+    slowest = max((builds[k]["s"] for k in kinds), default=0.0)
     ctx.log(f"query: {dist} n={n:,}: FAISS {', '.join(kinds)} built (slowest {slowest:.0f} s)")
     binaries = {
         name: BinaryPath(folder, spec) for name, spec in BINARY.items() if spec.max_rows is None or n <= spec.max_rows

@@ -90,6 +90,14 @@ def sizes_for(ctx: Ctx) -> tuple[int, ...]:
     return QUICK_SIZES if ctx.quick else SIZES
 
 
+def dists_for() -> tuple[str, ...]:
+    """``RSITR_BENCH_QUERY_DISTS`` (e.g. "pooled") or both distributions."""
+    names = tuple(v.strip() for v in os.environ.get("RSITR_BENCH_QUERY_DISTS", "pooled,isotropic").split(",") if v)
+    if not names or set(names) - {"pooled", "isotropic"}:
+        raise ValueError(f"RSITR_BENCH_QUERY_DISTS: choose from pooled, isotropic (got {names})")
+    return names
+
+
 def n_queries_for(ctx: Ctx) -> int:
     return int(os.environ.get("RSITR_BENCH_QUERIES", N_QUERIES_QUICK if ctx.quick else N_QUERIES))
 
@@ -316,7 +324,7 @@ def run(ctx: Ctx) -> dict:
     if pool_src == "synthetic":
         pool_src = "synthetic textures (shared images absent)"
     rows = []
-    for dist in ("pooled", "isotropic"):
+    for dist in dists_for():
         for n in sizes_for(ctx):
             rows.append(run_row(ctx, dist, n, enc, pool, q, qcodes, len(q)))
     return {

@@ -157,3 +157,17 @@ def test_open_bench_store_is_an_engine_store(tmp_path):
     emb = np.load(tmp_path / "embeddings.npy").astype(np.float32)
     hits = search_stores([st], emb[7], 3)
     assert hits[0].tile_id == 7 and st.codes.shape == (300, _Codes().image_codes(x[:1]).shape[1])
+
+
+def test_size_distribution_and_query_settings(monkeypatch, tmp_path):
+    ctx = Ctx(model=tmp_path, quick=False, results_dir=tmp_path, work=tmp_path)
+    assert query.sizes_for(ctx) == (100_000, 1_000_000, 10_000_000) and query.n_queries_for(ctx) == 50
+    assert query.dists_for() == ("pooled", "isotropic")
+    monkeypatch.setenv("RSITR_BENCH_QUERY_SIZES", "100000,1000000")
+    monkeypatch.setenv("RSITR_BENCH_QUERY_DISTS", "pooled")
+    monkeypatch.setenv("RSITR_BENCH_QUERIES", "7")
+    assert query.sizes_for(ctx) == (100_000, 1_000_000) and query.dists_for() == ("pooled",)
+    assert query.n_queries_for(ctx) == 7
+    monkeypatch.setenv("RSITR_BENCH_QUERY_DISTS", "gaussian")
+    with pytest.raises(ValueError, match="pooled, isotropic"):
+        query.dists_for()

@@ -38,18 +38,24 @@ def _bands(value: str | None) -> list[int] | None:
         raise BadInput(f"--bands must be comma-separated band numbers like 1,2,3, got {value!r}") from None
 
 
-def cmd_index(args) -> int:
+def _index_params(args, **extra):
+    """The grid and batching options shared by ``index`` and ``index-many``."""
     from engine.indexer import IndexParams
 
-    eng = _engine(args)
-    params = IndexParams(
+    return IndexParams(
         tile=args.tile,
         stride=args.stride,
         bands=_bands(args.bands),
         gsd=args.gsd,
         max_invalid=args.max_invalid,
         batch_size=args.batch_size,
+        **extra,
     )
+
+
+def cmd_index(args) -> int:
+    eng = _engine(args)
+    params = _index_params(args)
     bar = None
     t0 = time.perf_counter()
     show = not args.json and not args.quiet
@@ -158,17 +164,7 @@ def _bbox_aoi(value: str) -> dict:
 
 def cmd_index_many(args) -> int:
     """``index-many SOURCES... --catalog NAME``: index many rasters into one catalog searched with one index."""
-    from engine.indexer import IndexParams
-
-    params = IndexParams(
-        tile=args.tile,
-        stride=args.stride,
-        bands=_bands(args.bands),
-        gsd=args.gsd,
-        max_invalid=args.max_invalid,
-        batch_size=args.batch_size,
-        chunk_tiles=args.chunk_tiles,
-    )
+    params = _index_params(args, chunk_tiles=args.chunk_tiles)
     ray = None
     if args.ray is not None:  # engine/ray_index.py: needs the scale extra, checked before loading the model
         from engine.ray_index import RayParams, require_scale

@@ -13,12 +13,11 @@ import time
 
 from qgis.core import QgsCoordinateTransform, QgsGeometry, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
-from qgis.PyQt.QtWidgets import QDockWidget
-from qgis.utils import iface, plugins
+from qgis.utils import iface
 
 CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
 sys.path.insert(0, CONFIG["helpers_dir"])
-from qgis_code_steps import StepReport, visible_windows, wait, wait_render  # noqa: E402
+from qgis_code_steps import StepReport, prepare_main_window, rsitr_plugin, visible_windows, wait, wait_render  # noqa: E402
 
 REPORT = StepReport(CONFIG["report"])
 step = REPORT.step
@@ -48,14 +47,8 @@ def in_canvas_crs(feature, layer, canvas):
 
 def run():
     canvas = iface.mapCanvas()
-    win = iface.mainWindow()
-    win.move(0, 0)
-    win.resize(1280, 800)
-    for dock_widget in win.findChildren(QDockWidget):
-        if dock_widget.objectName() in ("Browser", "Browser2", "AdvancedDigitizingTools"):
-            dock_widget.hide()
-    plugin = plugins.get("rsitr_qgis")
-    assert plugin is not None, f"plugin not loaded; loaded: {sorted(plugins)}"
+    win = prepare_main_window()
+    plugin = rsitr_plugin()
     dock = plugin.dock
     rasters = CONFIG["rasters"]
     loaded = []

@@ -12,8 +12,8 @@ import traceback
 
 from qgis.core import QgsProject, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QApplication
-from qgis.utils import iface
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget
+from qgis.utils import iface, plugins
 
 
 class StepReport(dict):
@@ -79,3 +79,21 @@ def visible_windows(skip_main=False):
         for w in QApplication.topLevelWidgets()
         if w.isVisible() and not (skip_main and w is iface.mainWindow())
     ]
+
+
+def prepare_main_window():
+    """The main window at 1280 x 800 in the corner, the Browser and digitizing docks hidden (stable screenshots)."""
+    win = iface.mainWindow()
+    win.move(0, 0)
+    win.resize(1280, 800)
+    for dock_widget in win.findChildren(QDockWidget):
+        if dock_widget.objectName() in ("Browser", "Browser2", "AdvancedDigitizingTools"):
+            dock_widget.hide()
+    return win
+
+
+def rsitr_plugin():
+    """The loaded rsitr_qgis plugin instance (AssertionError naming the loaded plugins otherwise)."""
+    plugin = plugins.get("rsitr_qgis")
+    assert plugin is not None, f"plugin not loaded; loaded: {sorted(plugins)}"
+    return plugin

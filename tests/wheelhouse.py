@@ -27,21 +27,27 @@ def wheels_root() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "rsitr-test-wheels"
 
 
-def engine_wheelhouse() -> Path:
-    """The wheel folder for the current requirements-engine.txt (downloaded on first use)."""
-    key = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+def cached_wheels(name: str, key_text: str, pip_args: list[list[str]]) -> Path:
+    """``<wheels_root>/<name>-<sha12(key_text)>-py3X``, filled once by one ``pip download`` per entry of
+    ``pip_args`` (binary wheels only) under a file lock; later calls return the folder."""
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     root = wheels_root()
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / f"engine-{key}-py{sys.version_info.major}{sys.version_info.minor}"
+    folder = root / f"{name}-{key}-py{sys.version_info.major}{sys.version_info.minor}"
     with FileLock(str(folder) + ".lock", timeout=900):
         if (folder / ".complete").is_file():
             return folder
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(tmp)]
-        subprocess.run([*cmd, "-r", str(REQUIREMENTS)], check=True, timeout=900)
-        subprocess.run([*cmd, *BUILD_TOOLS], check=True, timeout=300)
+        for args in pip_args:
+            subprocess.run([*cmd, *args], check=True, timeout=900)
         (tmp / ".complete").write_text("ok\n")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.replace(folder)
     return folder
+
+
+def engine_wheelhouse() -> Path:
+    """The wheel folder for the current requirements-engine.txt (downloaded on first use)."""
+    return cached_wheels("engine", REQUIREMENTS.read_text(), [["-r", str(REQUIREMENTS)], list(BUILD_TOOLS)])

@@ -8,7 +8,6 @@ are done once per module (tests/engine/ray_cluster_job.py) and the tests below a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.engine.test_packaging import copy_source
-from tests.wheelhouse import PROJECT_ROOT, engine_wheelhouse, wheels_root
+from tests.wheelhouse import PROJECT_ROOT, cached_wheels, engine_wheelhouse
 
 RASTERS = ("RGB.byte.tif", "naip_2020.tif", "cogeo.tif", "world.rgb.tif")
 PARAMS = {"tile": 128, "chunk_tiles": 16, "batch_size": 8}
@@ -191,20 +190,7 @@ def test_cancel_then_killed_worker_then_resume_no_duplicate_no_missing_tile(clus
     keys = list(zip(rows.column("store_id").to_pylist(), rows.column("window").to_pylist(), strict=True))
     assert len(keys) == len(set(keys)) == total  # every window exactly once: no duplicate, no missing tile
     local = _store_rows(local_cache, "cat")
-    killed = {}
-    from engine.catalog import read_catalog
-    from engine.store import open_store
-
-    for member in read_catalog("kill", kill_cache / "catalogs")["members"]:
-        st = open_store(member["store_id"], kill_cache / "stores")
-        killed[Path(member["raster"]).name] = {
-            "store_id": st.store_id,
-            "emb": np.asarray(st.embeddings),
-            "windows": np.asarray(st.windows),
-            "codes": np.asarray(st.codes),
-            "n_skipped": st.manifest["n_skipped"],
-        }
-    _assert_identical(killed, local)
+    _assert_identical(_store_rows(kill_cache, "kill"), local)
 
 
 def test_bad_input_is_one_line_exit_2(shared, tmp_path):
@@ -224,24 +210,9 @@ def test_bad_input_is_one_line_exit_2(shared, tmp_path):
 
 
 def scale_wheelhouse() -> Path:
-    """Cached wheels of the scale extra's pins (with the engine wheelhouse's numpy), made once like
-    tests/wheelhouse.py's."""
-    from filelock import FileLock
-
-    key = hashlib.sha256(" ".join(SCALE_PINS).encode()).hexdigest()[:12]
-    folder = wheels_root() / f"scale-{key}-py{sys.version_info.major}{sys.version_info.minor}"
-    with FileLock(str(folder) + ".lock", timeout=900):
-        if (folder / ".complete").is_file():
-            return folder
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(tmp)]
-        cmd += ["-c", str(PROJECT_ROOT / "requirements-engine.txt"), *SCALE_PINS]
-        subprocess.run(cmd, check=True, timeout=900)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.replace(folder)
-    return folder
+    """Cached wheels of the scale extra's pins (with the engine wheelhouse's numpy)."""
+    constraints = ["-c", str(PROJECT_ROOT / "requirements-engine.txt")]
+    return cached_wheels("scale", " ".join(SCALE_PINS), [[*constraints, *SCALE_PINS]])
 
 
 @pytest.mark.slow

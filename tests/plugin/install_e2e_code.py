@@ -14,12 +14,12 @@ import time
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QDockWidget, QPushButton
-from qgis.utils import iface, plugins
+from qgis.PyQt.QtWidgets import QPushButton
+from qgis.utils import iface
 
 CONFIG = json.load(open(os.environ["RSITR_CHECK_CONFIG"], encoding="utf-8"))
 sys.path.insert(0, CONFIG["helpers_dir"])
-from qgis_code_steps import StepReport, settle, wait  # noqa: E402
+from qgis_code_steps import StepReport, prepare_main_window, rsitr_plugin, settle, wait  # noqa: E402
 
 REPORT = StepReport(CONFIG["report"])
 step = REPORT.step
@@ -27,14 +27,8 @@ step = REPORT.step
 
 def run():
     canvas = iface.mapCanvas()
-    win = iface.mainWindow()
-    win.move(0, 0)
-    win.resize(1280, 800)
-    for dock_widget in win.findChildren(QDockWidget):
-        if dock_widget.objectName() in ("Browser", "Browser2", "AdvancedDigitizingTools"):
-            dock_widget.hide()
-    plugin = plugins.get("rsitr_qgis")
-    assert plugin is not None, f"plugin not loaded; loaded: {sorted(plugins)}"
+    win = prepare_main_window()
+    plugin = rsitr_plugin()
     dock = plugin.dock
     settings = dock.manager.settings
     step("plugin loaded", interpreter=settings.interpreter(), engine_dir=str(settings.engine_dir()))

@@ -216,7 +216,7 @@ def scale_figures(vi, q: np.ndarray, n: int, nprobe: int, budget_s: float) -> di
 
 def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict:
     """One (distribution, size) row: store, every index, every path timed; the store is removed afterwards."""
-    from engine.faiss_index import DEFAULT_NPROBE, choose_spec
+    from engine.faiss_index import choose_spec, default_nprobe
     from engine.search import search_stores
 
     t_row, c_row = time.perf_counter(), time.process_time()
@@ -251,7 +251,8 @@ def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict
     for kind in kinds:
         st = store_with(builds[kind]["vi"])
         paths[kind] = lambda i, st=st: [h.tile_id for h in search_stores([st], q[i], K)]
-        paths[f"{kind}:faiss"] = faiss_only(builds[kind]["vi"], q, K, DEFAULT_NPROBE)
+        vi = builds[kind]["vi"]
+        paths[f"{kind}:faiss"] = faiss_only(vi, q, K, default_nprobe(vi.n_lists))
     sign_q = sign_codes(q)
     for name, bp in binaries.items():
         qc = qcodes if bp.spec.codes == "codes.npy" else sign_q
@@ -265,7 +266,7 @@ def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict
         "n": n,
         "engine_kind": engine_kind,
         "loadavg_1min": la,
-        "nprobe": DEFAULT_NPROBE,
+        "nprobe": default_nprobe(choose_spec(n, force_ivf=True).n_lists),
         "store_s": bs.gen_s,
         "store_cpu_s": bs.gen_cpu_s,
         "bytes_per_tile_files": {f: b / n for f, b in bs.files.items()},
@@ -293,7 +294,8 @@ def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict
     if engine_kind in builds:
         row["nprobe_sweep"] = nprobe_sweep(store_with, builds[engine_kind]["vi"], q, bs.gt_ids)
     if dist == "pooled" and n == max(sizes_for(ctx)) and "ivf_pq" in builds:
-        row["scale"] = scale_figures(builds["ivf_pq"]["vi"], q, n, DEFAULT_NPROBE, PATH_BUDGET_S)
+        pq_vi = builds["ivf_pq"]["vi"]
+        row["scale"] = scale_figures(pq_vi, q, n, default_nprobe(pq_vi.n_lists), PATH_BUDGET_S)
         pq = row["paths"]["ivf_pq"]
         row["scale"]["rerank_ms_at_n"] = pq["ms"]["p50"] - pq["faiss_ms"]["p50"]
     row["wall_s"], row["cpu_s"] = time.perf_counter() - t_row, time.process_time() - c_row
@@ -309,7 +311,7 @@ def run_row(ctx: Ctx, dist: str, n: int, enc, pool, q, qcodes, n_q: int) -> dict
 def run(ctx: Ctx) -> dict:
     from engine.bundle import load_bundle
     from engine.encoder import Encoder
-    from engine.faiss_index import DEFAULT_NPROBE, FLAT_MAX_TILES, PQ_MIN_TILES
+    from engine.faiss_index import DEFAULT_NPROBE, FLAT_MAX_TILES, NPROBE_LIST_SHARE, PQ_MIN_TILES
 
     enc = Encoder(load_bundle(ctx.model))
     texts = query_texts(n_queries_for(ctx))
@@ -342,6 +344,7 @@ def run(ctx: Ctx) -> dict:
         "flat_max_tiles": FLAT_MAX_TILES,
         "pq_min_tiles": PQ_MIN_TILES,
         "nprobe": DEFAULT_NPROBE,
+        "nprobe_list_share": NPROBE_LIST_SHARE,
         "path_budget_s": PATH_BUDGET_S,
         "goals": goals(rows),
     }
@@ -432,7 +435,8 @@ def markdown(res: dict) -> list[str]:
         f"D = {res['dim']}, k = {res['k']}, {res['n_queries']} queries ({res['query_texts']}); text encoding of a "
         f"query (tokenise + encode, first call per prompt, not in the figures above): p50 {tm['p50']:.2f} ms, p95 "
         f"{tm['p95']:.2f} ms. The engine searches exactly below {res['flat_max_tiles']:,} tiles, with IVF-SQ8 from "
-        f"there and IVF-PQ64x4fs from {res['pq_min_tiles']:,} (probing {res['nprobe']} lists; exact float16 "
+        f"there and IVF-PQ64x4fs from {res['pq_min_tiles']:,} (probing "
+        f"{res.get('nprobe_list_share', 0) * 100:.1f} % of the lists, at least {res['nprobe']}; exact float16 "
         "re-rank of 4k / at least 64 candidates for SQ8 and Flat, 64k / at least 2048 for PQ). Binary paths: "
         f"{res['code_kind']} CHNR codes ({res['code_bytes']} B) and sign bits (D/8 B), Hamming top 2048 re-ranked "
         f"exactly. Pooled rows: pool of {res['pool']} embeddings + noise of norm {res['noise_norm']}. Load = "

@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--nprobe",
         type=int,
         default=None,
-        help="IVF lists probed in large stores/catalogs (default 8; more: higher recall, slower)",
+        help="IVF lists probed in large stores/catalogs (default 0.8 %% of the lists, at least 8; more: better recall)",
     )
     add_like_options(sp)
     sp.set_defaults(func=cmd_search)

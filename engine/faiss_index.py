@@ -9,9 +9,9 @@ arrays one after the other). Search is inner product (= cosine) through FAISS at
   float16 re-rank (``PQ_RERANK_MIN`` rows).
 
 Builds (:func:`build_indexes`) share one coarse k-means (two-level from ``TWO_LEVEL_MIN_LISTS`` lists) and one
-assignment of every row to its list between index types; queries probe ``DEFAULT_NPROBE`` lists. The CHNR hash
-codes of a store are not used by search: at equal bytes per tile IVF-PQ beats FAISS binary indexes on them
-(bench/query.py, docs/performance.md section 3).
+assignment of every row to its list between index types; queries probe ``default_nprobe(n_lists)`` lists (0.8 %,
+at least 8). The CHNR hash codes of a store are not used by search: at equal bytes per tile IVF-PQ beats FAISS
+binary indexes on them (bench/query.py, docs/performance.md section 3).
 
 IVF indexes cover rows ``0 .. n_indexed-1``; rows appended later (``>= n_indexed``) are scanned exactly, so they
 are always found. Files (docs/contracts.md section 2): ``<collection>/faiss/index.faiss`` and ``meta.json``
@@ -57,6 +57,11 @@ PQ_CODE = "PQ64x4fs"
 # 1.000; 24: 2.37 ms, 1.000). 8 is the smallest value with recall@10 >= 0.95 and a margin; the benchmark's nprobe
 # sweep re-measures it at every size.
 DEFAULT_NPROBE = 8
+# Lists hold about sqrt(n) rows each, so a fixed nprobe scans a shrinking share of the rows as n grows: at 1e7 pooled
+# rows (3,162 lists, 50 queries, load 2.4, 2026-12-02 benchmark) nprobe 8 gave recall@10 0.858 (2.9 ms), 16 0.974
+# (3.7 ms), 32 0.996 (6.9 ms). The default therefore probes the same share of the lists as 8 of 1,000 at 1e6 (0.8 %),
+# never fewer than DEFAULT_NPROBE: 1e7 -> 26 lists.
+NPROBE_LIST_SHARE = DEFAULT_NPROBE / 1000
 SAMPLE_PER_LIST = 64  # k-means training rows per list (FAISS warns below 39)
 PQ_TRAIN_ROWS = 32_768  # PQ sub-space centroids train on at least this many rows
 ADD_ROWS = 262_144  # rows converted float16 -> float32 at a time when adding or scanning
@@ -173,6 +178,11 @@ class IndexSpec:
 def default_n_lists(n: int) -> int:
     """About sqrt(n) lists, clipped to [1, 4096] and to n / 39 (FAISS's minimum training rows per list)."""
     return int(max(1, min(4096, round(np.sqrt(max(n, 1))), max(1, n // 39))))
+
+
+def default_nprobe(n_lists: int) -> int:
+    """Lists probed when the caller gives no ``nprobe``: ``NPROBE_LIST_SHARE`` of them, at least ``DEFAULT_NPROBE``."""
+    return int(max(DEFAULT_NPROBE, np.ceil(n_lists * NPROBE_LIST_SHARE)))
 
 
 def choose_spec(n: int, force_ivf: bool = False) -> IndexSpec:
@@ -494,7 +504,7 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (cosine scores, row ids), best first, exact scores.
 
-    ``vi`` (an IVF index of the first ``vi.n_indexed`` rows): probe ``nprobe`` lists (default ``DEFAULT_NPROBE``;
+    ``vi`` (an IVF index of the first ``vi.n_indexed`` rows): probe ``nprobe`` lists (default ``default_nprobe``;
     raised by 1 / the allowed fraction when ``allowed`` is given, so a small AOI still finds k rows), re-rank the
     candidates exactly on the float16 rows, scan rows appended after the build exactly. ``allowed``: sorted row
     ids, the only rows that may be returned (a FAISS ID selector). Without ``vi`` or with ``exact``: exact."""
@@ -509,7 +519,7 @@ def search(
     if vi is None or exact:
         return _exact(rows, q, k, allowed)
     n0, spec = vi.n_indexed, vi.spec
-    probe = nprobe or DEFAULT_NPROBE
+    probe = nprobe or default_nprobe(spec.n_lists)
     params = faiss.SearchParametersIVF()
     keep_alive = None
     if allowed is not None:

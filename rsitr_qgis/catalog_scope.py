@@ -26,8 +26,8 @@ SCOPES = (
     (SCOPE_CATALOG_EXTENT, "Catalog: rasters in the map extent"),
 )
 NO_CATALOG = (
-    "No catalog in the engine: build one with `python -m engine index-many RASTERS... --catalog NAME`, "
-    "then refresh the catalog list"
+    "No catalog in the engine: build one with Processing 'Index rasters into a catalog' or "
+    "`python -m engine index-many RASTERS... --catalog NAME`, then refresh the catalog list"
 )
 LONLAT = "EPSG:4326"
 EXTENT_DENSIFY = 16  # points per extent edge: a projected extent's edges curve in lon/lat

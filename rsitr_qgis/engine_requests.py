@@ -7,6 +7,7 @@ before anything goes over the network.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -15,6 +16,8 @@ from .errors import EngineError
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
 MIN_TILE_PX = 16
+MAX_CATALOG_SOURCES = 10_000
+CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as engine/catalog.py
 
 
 @dataclass(frozen=True)
@@ -84,27 +87,69 @@ class IndexRequest:
     gsd: float | None = None  # metres per pixel override
 
     def __post_init__(self) -> None:
-        tile, stride = int(self.tile), int(self.stride)
-        if tile < MIN_TILE_PX:
-            raise EngineError(f"Tile size must be at least {MIN_TILE_PX} px, got {tile}")
-        if stride < 1:
-            raise EngineError(f"Stride must be positive, got {stride}")
         object.__setattr__(self, "raster", str(self.raster))
-        object.__setattr__(self, "tile", tile)
-        object.__setattr__(self, "stride", stride)
-        object.__setattr__(self, "model", self.model or None)
-        object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
-        object.__setattr__(self, "gsd", float(self.gsd) if self.gsd else None)
+        _check_grid(self)
 
     def to_json(self) -> dict:
-        body: dict = {"raster": self.raster, "tile": self.tile, "stride": self.stride}
-        if self.model:
-            body["model"] = self.model
-        if self.bands:
-            body["bands"] = list(self.bands)
-        if self.gsd:
-            body["gsd"] = self.gsd
-        return body
+        return {"raster": self.raster, **_grid_json(self)}
+
+
+@dataclass(frozen=True)
+class CatalogRequest:
+    """``POST /catalogs``: index every raster of ``sources`` (rasters, folders, list files, STAC ItemCollection
+    JSON; paths on the engine's machine) and make them catalog ``name`` (a job; ``GET /catalogs`` lists it)."""
+
+    PATH: ClassVar[str] = "/catalogs"
+
+    name: str
+    sources: tuple[str, ...]
+    tile: int = 256
+    stride: int = 256
+    model: str | None = None
+    bands: tuple[int, ...] = ()
+    gsd: float | None = None
+
+    def __post_init__(self) -> None:
+        name = (self.name or "").strip()
+        if not CATALOG_NAME.match(name):
+            raise EngineError(f"Catalog names are 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        sources = tuple(str(s) for s in self.sources if str(s).strip())
+        if not sources:
+            raise EngineError("No rasters to index: choose raster layers or a folder, list file or STAC JSON")
+        if len(sources) > MAX_CATALOG_SOURCES:
+            raise EngineError(f"Too many sources ({len(sources)}, at most {MAX_CATALOG_SOURCES}): use a list file")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "sources", sources)
+        _check_grid(self)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "sources": list(self.sources), **_grid_json(self)}
+
+
+def _check_grid(request) -> None:
+    """Validate and normalise the grid fields (tile, stride, model, bands, gsd) of an indexing request."""
+    tile, stride = int(request.tile), int(request.stride)
+    if tile < MIN_TILE_PX:
+        raise EngineError(f"Tile size must be at least {MIN_TILE_PX} px, got {tile}")
+    if stride < 1:
+        raise EngineError(f"Stride must be positive, got {stride}")
+    object.__setattr__(request, "tile", tile)
+    object.__setattr__(request, "stride", stride)
+    object.__setattr__(request, "model", request.model or None)
+    object.__setattr__(request, "bands", tuple(int(b) for b in request.bands))
+    object.__setattr__(request, "gsd", float(request.gsd) if request.gsd else None)
+
+
+def _grid_json(request) -> dict:
+    """The grid fields of an indexing request as the engine's ``GridRequest`` expects them."""
+    body: dict = {"tile": request.tile, "stride": request.stride}
+    if request.model:
+        body["model"] = request.model
+    if request.bands:
+        body["bands"] = list(request.bands)
+    if request.gsd:
+        body["gsd"] = request.gsd
+    return body
 
 
 @dataclass(frozen=True)

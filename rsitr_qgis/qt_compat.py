@@ -9,7 +9,15 @@ marked ``# qgis-3.22-fallback`` in this module).
 
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsField, QgsMapLayerProxyModel, QgsProcessing, QgsProcessingParameterNumber, QgsWkbTypes
+from qgis.core import (
+    Qgis,
+    QgsField,
+    QgsMapLayerProxyModel,
+    QgsProcessing,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
 from qgis.PyQt.QtCore import QMetaType
 
 FIELD_TYPES_ARE_METATYPES = Qgis.versionInt() >= 33800  # QgsField(name, QMetaType.Type) from QGIS 3.38
@@ -46,10 +54,14 @@ def make_field(name: str, kind: str) -> QgsField:
 
 if hasattr(Qgis, "ProcessingSourceType"):  # QGIS >= 3.36 and QGIS 4
     SOURCE_VECTOR_POLYGON = Qgis.ProcessingSourceType.VectorPolygon
+    SOURCE_RASTER = Qgis.ProcessingSourceType.Raster
+    FILE_FOLDER = Qgis.ProcessingFileParameterBehavior.Folder
     NUMBER_INTEGER = Qgis.ProcessingNumberParameterType.Integer
     NUMBER_DOUBLE = Qgis.ProcessingNumberParameterType.Double
 else:
     SOURCE_VECTOR_POLYGON = QgsProcessing.SourceType.TypeVectorPolygon  # qgis-3.22-fallback
+    SOURCE_RASTER = QgsProcessing.SourceType.TypeRaster  # qgis-3.22-fallback
+    FILE_FOLDER = QgsProcessingParameterFile.Behavior.Folder  # qgis-3.22-fallback
     NUMBER_INTEGER = QgsProcessingParameterNumber.Type.Integer  # qgis-3.22-fallback
     NUMBER_DOUBLE = QgsProcessingParameterNumber.Type.Double  # qgis-3.22-fallback
 

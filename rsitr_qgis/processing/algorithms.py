@@ -42,6 +42,11 @@ from ..qt_compat import (
 from ..results_layer import crs_of, result_fields, results_to_features
 from ..setup.offer import processing_message
 
+# Parameter names shared by the indexing algorithms (indexraster, indexcatalog)
+MODEL = "MODEL"
+TILE = "TILE"
+STRIDE = "STRIDE"
+
 
 def tr(text: str) -> str:
     return QCoreApplication.translate("rsitr", text)
@@ -113,6 +118,24 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
         except EngineError as exc:
             raise QgsProcessingException(f"RSITR engine: {exc}") from None
 
+    def _add_grid_parameters(self) -> None:
+        """MODEL, TILE and STRIDE: the model and tile grid of an indexing request."""
+        self.addParameter(
+            QgsProcessingParameterString(MODEL, tr("Model (empty: engine default)"), defaultValue="", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(TILE, tr("Tile size (px)"), NUMBER_INTEGER, 256, False, 16, 8192)
+        )
+        self.addParameter(QgsProcessingParameterNumber(STRIDE, tr("Stride (px)"), NUMBER_INTEGER, 256, False, 1, 8192))
+
+    def _grid_values(self, parameters, context) -> dict:
+        """The grid parameters as keyword arguments of ``IndexRequest`` / ``CatalogRequest``."""
+        return {
+            "tile": self.parameterAsInt(parameters, TILE, context),
+            "stride": self.parameterAsInt(parameters, STRIDE, context),
+            "model": self.parameterAsString(parameters, MODEL, context) or None,
+        }
+
 
 class IndexRasterAlgorithm(_EngineAlgorithm):
     def name(self) -> str:
@@ -129,15 +152,7 @@ class IndexRasterAlgorithm(_EngineAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Raster layer (file)")))
-        self.addParameter(
-            QgsProcessingParameterString("MODEL", tr("Model (empty: engine default)"), defaultValue="", optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber("TILE", tr("Tile size (px)"), NUMBER_INTEGER, 256, False, 16, 8192)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber("STRIDE", tr("Stride (px)"), NUMBER_INTEGER, 256, False, 1, 8192)
-        )
+        self._add_grid_parameters()
         self.addOutput(QgsProcessingOutputString("STORE_ID", tr("Tile store id")))
         self.addOutput(QgsProcessingOutputNumber("N_TILES", tr("Number of tiles")))
 
@@ -147,10 +162,7 @@ class IndexRasterAlgorithm(_EngineAlgorithm):
         return True
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        model = self.parameterAsString(parameters, "MODEL", context) or None
-        tile = self.parameterAsInt(parameters, "TILE", context)
-        stride = self.parameterAsInt(parameters, "STRIDE", context)
-        request = self._call(IndexRequest, self._raster, tile=tile, stride=stride, model=model)
+        request = self._call(IndexRequest, self._raster, **self._grid_values(parameters, context))
         job_id = self._call(self._client.index, request)
         feedback.pushInfo(f"index job {job_id} for {self._raster}")
         job = self._call(

@@ -1,4 +1,4 @@
-"""Processing provider ``rsitr``: index, search and describe through the engine."""
+"""Processing provider ``rsitr``: index (a raster or a catalog), search and describe through the engine."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..settings import resource_path
 from .algorithms import DescribeTilesAlgorithm, IndexRasterAlgorithm, SearchTilesAlgorithm
+from .catalog_algorithm import IndexCatalogAlgorithm
 from .scoremap_algorithm import ScoreMapAlgorithm
 
 
@@ -32,5 +33,12 @@ class RsitrProvider(QgsProcessingProvider):
         kill_children()
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for alg in (IndexRasterAlgorithm(), SearchTilesAlgorithm(), DescribeTilesAlgorithm(), ScoreMapAlgorithm()):
+        algorithms = (
+            IndexRasterAlgorithm(),
+            IndexCatalogAlgorithm(),
+            SearchTilesAlgorithm(),
+            DescribeTilesAlgorithm(),
+            ScoreMapAlgorithm(),
+        )
+        for alg in algorithms:
             self.addAlgorithm(alg)

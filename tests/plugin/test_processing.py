@@ -17,9 +17,15 @@ class Feedback(QgsProcessingFeedback):
         self.errors.append(error)
 
 
-def test_provider_lists_the_four_algorithms(processing_ready):
+def test_provider_lists_the_five_algorithms(processing_ready):
     ids = {a.id() for a in QgsApplication.processingRegistry().providerById("rsitr").algorithms()}
-    assert ids == {"rsitr:indexraster", "rsitr:searchtiles", "rsitr:describetiles", "rsitr:scoremap"}
+    assert ids == {
+        "rsitr:indexraster",
+        "rsitr:indexcatalog",
+        "rsitr:searchtiles",
+        "rsitr:describetiles",
+        "rsitr:scoremap",
+    }
 
 
 def test_index_search_describe_through_processing(processing_ready, indexed_raster, project):

@@ -5,6 +5,9 @@ of several rasters, an open search panel lists the new catalog; cancel and bad i
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +17,14 @@ from rsitr_qgis import engine_process
 from rsitr_qgis.client import EngineClient
 from rsitr_qgis.dock import SearchDock
 from rsitr_qgis.engine_requests import SearchRequest
+from tests.conftest import PROJECT_ROOT
 from tests.plugin.conftest import wait_until
 from tests.plugin.test_processing_bad_input import QGIS_PREFIX, fails_cleanly
 
 RASTERS = ("naip_2020.tif", "RGB.byte.tif", "cogeo.tif")
 ALG = "rsitr:indexcatalog"
+QGIS_PROCESS = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))  # qgis_profile
 
 
 @pytest.fixture(autouse=True)
@@ -161,3 +167,23 @@ def test_catalog_request_body_mirrors_the_engine():
         CatalogRequest("ok", [])
     with pytest.raises(EngineError, match="Tile size"):
         CatalogRequest("ok", ["/r/x.tif"], tile=8)
+
+
+@pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process not installed")
+def test_qgis_process_builds_a_catalog(tmp_path, plugin_settings, shared_rasters):
+    """The algorithm from the command line (no GUI: no panel to refresh), two rasters repeated as INPUT=."""
+    from qgis_profile import make_profile, qgis_env
+
+    settings = {"model_dir": plugin_settings.get("model_dir"), "cache_dir": str(tmp_path / "cache")}
+    make_profile(tmp_path / "profiles", {**settings, "allowed_roots": str(Path(shared_rasters[0]).parent)}, mode="link")
+    env = {"QT_QPA_PLATFORM": "offscreen", "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profiles"), "HOME": str(tmp_path)}
+    argv = [QGIS_PROCESS, "run", ALG, "--", *(f"INPUT={p}" for p in shared_rasters[1:]), "NAME=cli_two"]
+    out = subprocess.run(
+        argv, env=qgis_env({**env, "QGIS_OPTS": ""}), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    assert "CATALOG:\tcli_two" in out.stdout and "N_RASTERS:\t2" in out.stdout, out.stdout[-1500:]
+    (manifest,) = (tmp_path / "cache").rglob("catalogs/cli_two/catalog.json")
+    members = json.loads(manifest.read_text())["members"]
+    assert [m["raster"] for m in members] == shared_rasters[1:]
+    assert f"N_TILES:\t{sum(m['n_tiles'] for m in members)}" in out.stdout

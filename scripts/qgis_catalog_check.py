@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qgis_profile import engine_model_setting, make_profile, qgis_env, run_qgis_code  # noqa: E402
+from qgis_profile import engine_model_setting, make_profile, missing_desktop_tools, qgis_env, run_qgis_code  # noqa: E402
 
 DEFAULT_RASTERS = ("cogeo.tif", "naip_2020.tif", "RGB.byte.tif")
 CATALOG = "desktop"
@@ -54,10 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="model bundle folder (default: the shipped one, else a synthetic test bundle)")
     ap.add_argument("--timeout", type=int, default=400)
     args = ap.parse_args(argv)
-    for tool in ("xvfb-run", "qgis"):
-        if shutil.which(tool) is None:
-            print(f"qgis_catalog_check: '{tool}' not found (apt-get install qgis xvfb xauth)", file=sys.stderr)
-            return 2
+    if missing_desktop_tools("qgis_catalog_check"):
+        return 2
     rasters = [Path(r).resolve() for r in args.raster or [shared_rasters() / n for n in DEFAULT_RASTERS]]
     missing = [str(r) for r in rasters if not r.is_file()]
     if missing or len(rasters) < 2:

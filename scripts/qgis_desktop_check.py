@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qgis_profile import engine_model_setting, make_profile, qgis_env, run_qgis_code  # noqa: E402
+from qgis_profile import engine_model_setting, make_profile, missing_desktop_tools, qgis_env, run_qgis_code  # noqa: E402
 
 DEFAULT_QUERIES = ["a stadium next to a river", "many buildings and roads", "green trees in a forest"]
 
@@ -55,10 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=600)
     args = ap.parse_args(argv)
 
-    for tool in ("xvfb-run", "qgis"):
-        if shutil.which(tool) is None:
-            print(f"qgis_desktop_check: '{tool}' not found (apt-get install qgis xvfb xauth)", file=sys.stderr)
-            return 2
+    if missing_desktop_tools("qgis_desktop_check"):
+        return 2
     raster = Path(args.raster).resolve()
     if not raster.is_file():
         print(f"qgis_desktop_check: raster not found: {raster}", file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -129,3 +130,12 @@ def run_qgis_code(code: Path, profiles: Path, env: dict[str, str], cwd: Path, ti
         _out, err = proc.communicate(timeout=30)
     killed = timed_out or proc.returncode is None or proc.returncode < 0
     return QgisRun(proc.returncode, err, time.monotonic() - t0, killed)
+
+
+def missing_desktop_tools(who: str) -> bool:
+    """Print one line and return True when ``xvfb-run`` or ``qgis`` is not installed."""
+    for tool in ("xvfb-run", "qgis"):
+        if shutil.which(tool) is None:
+            print(f"{who}: '{tool}' not found (apt-get install qgis xvfb xauth)", file=sys.stderr)
+            return True
+    return False

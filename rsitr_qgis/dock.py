@@ -69,6 +69,7 @@ class SearchDock(QgsDockWidget):
         self._describe_gen = 0
         self.last_timing: dict = {}
         self.catalogs: list[dict] = []  # GET /catalogs, refreshed when the engine starts and on demand
+        self._catalogs_url = ""  # the engine the catalog list was last asked of ("" after a failure)
         self.engine_models: list[dict] = []  # GET /models (the catalog model check)
         self._list_rasters = False  # the results list names each result's raster (catalog searches)
         self._build()
@@ -185,12 +186,15 @@ class SearchDock(QgsDockWidget):
     def show_error(self, text: str) -> None:
         self.show_message(text, Qgis.MessageLevel.Critical)
 
-    def _on_engine_state(self, state: str, detail: str) -> None:
+    def _show_engine_state(self, state: str, detail: str) -> None:
         self.status_label.setText(status_text(state, self.manager.health, detail))
         self.engine_button.setText("Restart engine" if state == "running" else "Start engine")
+
+    def _on_engine_state(self, state: str, detail: str) -> None:
+        self._show_engine_state(state, detail)
         if state in ("crashed", "failed"):
             self.show_error(detail)
-        if state == "running":
+        if state == "running":  # a (re)started engine: its catalogs
             self.refresh_catalogs()
 
     def _on_layer_changed(self, layer) -> None:
@@ -214,12 +218,15 @@ class SearchDock(QgsDockWidget):
         if conn is None:
             self.catalogsLoaded.emit([], "engine not running")
             return
+        self._catalogs_url = conn.url  # asked once per engine: a search's engine check does not ask again
 
         def done(catalogs, error):
             try:
                 if not error:
                     self._fill_catalogs(catalogs or [])
-                elif self.scope() != SCOPE_LAYER:
+                else:
+                    self._catalogs_url = ""  # ask again next time
+                if error and self.scope() != SCOPE_LAYER:
                     self.show_error(f"Cannot list the engine's catalogs: {error}")
             except RuntimeError:  # the panel was closed meanwhile
                 return
@@ -293,7 +300,9 @@ class SearchDock(QgsDockWidget):
                     self._set_busy(False)
                     self.show_error(error)
                 return
-            self._on_engine_state(self.manager.state, self.manager.detail)
+            self._show_engine_state(self.manager.state, self.manager.detail)
+            if conn.url != self._catalogs_url:  # an engine not asked yet (remote mode, another URL)
+                self.refresh_catalogs()
             if self.model_combo.count() <= 1:
                 self._load_models(conn)
             action(conn)

@@ -99,6 +99,7 @@ class EngineManager(QObject):
         self._conn: Connection | None = None
         self._health: dict = {}
         self._health_at = 0.0
+        self._health_url = ""  # the engine that answered /health at _health_at (a mode or URL change misses)
         self._state = STATE_STOPPED
         self._detail = ""
         self._stdout_buf = b""
@@ -353,7 +354,7 @@ class EngineManager(QObject):
         def done(result, error):
             if not error:
                 self._health = result or {}
-                self._health_at = time.monotonic()
+                self._health_at, self._health_url = time.monotonic(), conn.url
             for cb in waiting:
                 cb(None, error) if error else cb(conn, None)
 
@@ -365,8 +366,10 @@ class EngineManager(QObject):
         Never blocks: a dead or missing local child is (re)started first.
         """
         if self._health and time.monotonic() - self._health_at < HEALTH_TTL_S and self.is_running():
-            callback(self.connection(), None)  # answered recently and the child is alive: no extra round trip
-            return
+            conn = self.connection()
+            if conn is not None and conn.url == self._health_url:
+                callback(conn, None)  # this engine answered recently and the child is alive: no extra round trip
+                return
         self._pending.append(callback)
         if self.remote() or self.is_running():
             self._health_async()
@@ -386,6 +389,7 @@ class EngineManager(QObject):
         if self.remote():
             conn = self.connection()
             self._health = EngineClient(conn).health()
+            self._health_at, self._health_url = time.monotonic(), conn.url
             return conn
         if self._proc is not None and self._state == STATE_RUNNING:
             self._proc.waitForFinished(0)  # notice a child that died since the last event loop pass
@@ -411,7 +415,7 @@ class EngineManager(QObject):
             raise EngineError(self._detail or "engine is not running")
         try:
             self._health = EngineClient(conn).health()
-            self._health_at = time.monotonic()
+            self._health_at, self._health_url = time.monotonic(), conn.url
         except EngineError as exc:
             if not exc.unreachable or _retry:
                 raise

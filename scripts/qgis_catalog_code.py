@@ -67,11 +67,13 @@ def run():
     names = [c["name"] for c in lists[-1][0]]
     step("catalogs on engine start", catalogs=names, error=lists[-1][1], engine_pid=dock.manager.pid())
     assert CONFIG["catalog"] in names, names
+    # Refresh is enabled only when a catalog scope is chosen (a disabled button ignores click())
+    dock.scope_combo.setCurrentIndex(dock.scope_combo.findData("catalog"))
+    assert dock.catalog_refresh.isEnabled(), "Refresh disabled in the catalog scope"
     n_before = len(lists)
     dock.catalog_refresh.click()  # on demand
     wait(lambda: len(lists) > n_before, 60, "catalog list on Refresh")
 
-    dock.scope_combo.setCurrentIndex(dock.scope_combo.findData("catalog"))
     assert dock.select_catalog(CONFIG["catalog"])
     t0 = time.monotonic()
     layer = search(dock, min(1000, CONFIG["n_tiles"]))

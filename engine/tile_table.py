@@ -89,6 +89,13 @@ class TileTable:
         ds = self.dataset()
         return int(ds.version) if ds is not None else 0
 
+    def append(self, rows) -> int:
+        """Commit the Arrow table ``rows`` (whole chunks) as one atomic Lance append; the new version."""
+        import lance
+
+        mode = "append" if (self.path / "_versions").is_dir() else "create"
+        return int(lance.write_dataset(rows, str(self.path), schema=rows.schema, mode=mode).version)
+
     def done_chunks(self, store_ids: list[str]) -> dict[str, set[int]]:
         """The chunks present per store (a chunk is committed whole or not at all)."""
         out: dict[str, set[int]] = {s: set() for s in store_ids}

@@ -51,3 +51,12 @@ def cached_wheels(name: str, key_text: str, pip_args: list[list[str]]) -> Path:
 def engine_wheelhouse() -> Path:
     """The wheel folder for the current requirements-engine.txt (downloaded on first use)."""
     return cached_wheels("engine", REQUIREMENTS.read_text(), [["-r", str(REQUIREMENTS)], list(BUILD_TOOLS)])
+
+
+SCALE_PINS = ("ray[data]==2.60.0", "pylance==14.0.2", "pyarrow==22.0.0", "pandas==2.3.3")  # the scale extra's pins
+
+
+def scale_wheelhouse() -> Path:
+    """Cached wheels of the scale extra's pins (with the engine wheelhouse's numpy)."""
+    constraints = ["-c", str(REQUIREMENTS)]
+    return cached_wheels("scale", " ".join(SCALE_PINS), [[*constraints, *SCALE_PINS]])

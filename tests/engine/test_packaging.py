@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wheelhouse import engine_wheelhouse
+from tests.wheelhouse import engine_wheelhouse, scale_wheelhouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PARTS = ("pyproject.toml", "README.md", "LICENSE", "engine", "resources/prompts")
@@ -114,3 +114,27 @@ def test_installed_engine_indexes_and_searches_with_a_user_model(installed_engin
     assert [r["rank"] for r in results] == [1, 2, 3]
     assert results[0]["score"] >= results[-1]["score"] > 0
     assert os.path.commonpath([json.loads(idx.stdout)["path"], env["HOME"]]) == env["HOME"]
+
+
+@pytest.mark.slow
+def test_scale_extra_installs_into_the_engine_venv(installed_engine, tmp_path, shared):
+    """Last in this module (it adds to the shared venv). Engine alone: ``--ray`` says how to get Ray (one line,
+    exit 2); then ``pip install "rsitr[scale]"`` from the cached wheels gives a working Ray + Lance beside it."""
+    py, env = installed_engine
+    env = {**env, "RSITR_CACHE": str(tmp_path / "c")}
+    raster = str(shared / "rasters" / "RGB.byte.tif")
+    run = engine(py, env, "index-many", raster, "--catalog", "c", "--ray", cwd=tmp_path)
+    assert run.returncode == 2 and 'pip install "rsitr[scale]"' in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    src = py.parents[2] / "src"  # the source copy installed_engine installed
+    links = ["--no-index", "--find-links", str(engine_wheelhouse()), "--find-links", str(scale_wheelhouse())]
+    run = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", *links, f"{src}[scale]"], capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    code = (
+        "import ray, lance, pyarrow, pandas, numpy; from engine.ray_index import require_scale; "
+        "require_scale(); print(ray.__version__, lance.__version__, numpy.__version__)"
+    )
+    run = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.split()[:2] == ["2.60.0", "14.0.2"], run.stderr[-2000:]

@@ -2,8 +2,9 @@
 
 Real components throughout: the shipped model, real rasters of ``$RSITR_SHARED/rasters``, a real 2-node Ray
 cluster started inside a network + PID namespace the test creates (every Ray connection stays on loopback; the
-cluster dies with the namespace), a real Lance table, real pip installs for the ``scale`` extra. The cluster runs
-are done once per module (tests/engine/ray_cluster_job.py) and the tests below assert on their outcome.
+cluster dies with the namespace), a real Lance table (the ``scale`` extra's install on a fresh venv: in
+tests/engine/test_packaging.py). The cluster runs are done once per module (tests/engine/ray_cluster_job.py) and
+the tests below assert on their outcome.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.engine.test_packaging import copy_source
-from tests.wheelhouse import PROJECT_ROOT, cached_wheels, engine_wheelhouse
+from tests.wheelhouse import PROJECT_ROOT
 
 RASTERS = ("RGB.byte.tif", "naip_2020.tif", "cogeo.tif", "world.rgb.tif")
 PARAMS = {"tile": 128, "chunk_tiles": 16, "batch_size": 8}
@@ -29,7 +29,6 @@ COMMIT_CHUNKS = 2  # the API runs: 4 waves of 2 chunks (cancel after one, kill a
 N_CHUNKS = 8  # of the 4 rasters at PARAMS (107 grid windows)
 # the cluster runs take ~100 s on 2 cores shared with a training job; the first scale install downloads ~250 MB
 pytestmark = pytest.mark.timeout(900)
-SCALE_PINS = ("ray[data]==2.60.0", "pylance==14.0.2", "lance-ray==0.5.0", "pyarrow==22.0.0", "pandas==2.3.3")
 
 
 def _can_unshare() -> str | None:
@@ -85,7 +84,7 @@ def local_cache(shared, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("local")
     code = (
         "import sys; from engine.cli import main; rc = main(sys.argv[1:]); "
-        "print('IMPORTED', [m for m in ('ray', 'lance', 'lance_ray') if m in sys.modules]); sys.exit(rc)"
+        "print('IMPORTED', [m for m in ('ray', 'lance') if m in sys.modules]); sys.exit(rc)"
     )
     args = ["index-many", *_rasters(shared), "--catalog", "cat", "--quiet"]
     args += ["--tile", str(PARAMS["tile"]), "--chunk-tiles", str(PARAMS["chunk_tiles"])]
@@ -207,39 +206,3 @@ def test_bad_input_is_one_line_exit_2(shared, tmp_path):
         )
         assert run.returncode == 2 and words in run.stderr, (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
-
-
-def scale_wheelhouse() -> Path:
-    """Cached wheels of the scale extra's pins (with the engine wheelhouse's numpy)."""
-    constraints = ["-c", str(PROJECT_ROOT / "requirements-engine.txt")]
-    return cached_wheels("scale", " ".join(SCALE_PINS), [[*constraints, *SCALE_PINS]])
-
-
-@pytest.mark.slow
-def test_scale_extra_installs_on_a_fresh_venv(tmp_path, shared):
-    """Engine alone: --ray says how to get Ray (one line, exit 2); then ``pip install "rsitr[scale]"`` from the
-    cached wheels gives a working Ray + Lance beside the engine."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    src = copy_source(tmp_path / "src")
-    links = ["--no-index", "--find-links", str(engine_wheelhouse())]
-    run = subprocess.run([str(py), "-m", "pip", "install", "-q", *links, str(src)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "RSITR_CACHE": str(tmp_path / "c")}
-    raster = _rasters(shared)[0]
-    cmd = [str(py), "-m", "engine", "index-many", raster, "--catalog", "c", "--ray"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert run.returncode == 2 and 'pip install "rsitr[scale]"' in run.stderr, run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
-    links += ["--find-links", str(scale_wheelhouse())]
-    run = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", *links, f"{src}[scale]"], capture_output=True, text=True, timeout=900
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    code = (
-        "import ray, lance, lance_ray, pyarrow, pandas, numpy; from engine.ray_index import require_scale; "
-        "require_scale(); print(ray.__version__, lance.__version__, numpy.__version__)"
-    )
-    run = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert run.returncode == 0 and run.stdout.split()[:2] == ["2.60.0", "14.0.2"], run.stderr[-2000:]

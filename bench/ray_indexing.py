@@ -108,7 +108,7 @@ def run(ctx: Ctx) -> dict:
         warm = _mosaics(ctx, QUICK_SIDES)  # untimed: worker processes, imports and page cache warm for both runs
         _index(ctx, "warm-up", warm, params, RayParams(workers=2, chunks_per_commit=10**6))
         for w in (1, 2):
-            rp = RayParams(workers=w, chunks_per_commit=10**6)  # one wave: one actor pool, one commit
+            rp = RayParams(workers=w, chunks_per_commit=10**6)  # one Lance commit for the whole job
             rows.append(_index(ctx, f"ray-{w}-worker{'s' if w > 1 else ''}", rasters, params, rp))
     finally:
         ray.shutdown()

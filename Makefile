@@ -41,11 +41,15 @@ $(STAMPS)/setup: $(STAMPS)/apt pyproject.toml constraints.txt requirements.lock 
 	$(PY) -c "import torch, torchvision, open_clip, onnxruntime, rasterio, qgis.core, ray, lance; print('setup ok: torch', torch.__version__)"
 	@touch $@
 
+# Test files run in parallel, one file per worker (pytest-xdist --dist loadfile: a module's fixtures and order stay
+# in one process); up to 4 workers, one per core.
+XDIST     ?= -n auto --maxprocesses 4 --dist loadfile
+
 test: setup  ## the full test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: setup  ## tests without the slow desktop/QGIS ones
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 lint: setup  ## ruff
 	$(PY) -m ruff check rsitr_qgis engine training tests bench scripts

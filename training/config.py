@@ -54,6 +54,11 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
     feature_aug: bool = True
+    # image-level augmentation (training/augment.py): views cached through the frozen trunks once; per image and
+    # step one of the clean image and its ``image_aug_views`` views is used
+    image_aug_views: int = 0
+    image_aug: dict = field(default_factory=dict)  # ImageAugParams overrides (``--set image_aug.gsd_factor_max=3``)
+    image_aug_seed: int = 0  # the views' random stream (not ``seed``: runs of other seeds share the view caches)
     # EMA of the trained weights (0 = off): each epoch val is measured with the live and the EMA weights and the
     # better of the two is the epoch's candidate for best.pt
     ema_decay: float = 0.0
@@ -114,11 +119,22 @@ class TrainConfig:
                 data.setdefault("model", {})[key[6:]] = val
             elif key.startswith("vit."):  # PIR-ViT trainer options (issue 19)
                 data.setdefault("vit", {})[key[4:]] = val
+            elif key.startswith("image_aug."):
+                data.setdefault("image_aug", {})[key[10:]] = val
             else:
                 data[key] = val
         cfg = from_dict_strict(cls, data, "config")
         check_types(cfg)
+        if cfg.image_aug_views < 0:
+            raise ValueError(f"image_aug_views must be >= 0, got {cfg.image_aug_views}")
+        cfg.image_aug_params()  # unknown or out-of-range image_aug keys: one clear error now, not mid-run
         return cfg
+
+    def image_aug_params(self):
+        """The ``ImageAugParams`` of ``image_aug`` (strict keys; ``ImageAugParams`` checks types and ranges)."""
+        from training.augment import ImageAugParams
+
+        return from_dict_strict(ImageAugParams, dict(self.image_aug), "image_aug")
 
     def to_dict(self) -> dict:
         return asdict(self)

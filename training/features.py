@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from training.augment import ImageAugParams, augment_view, view_rng
+
 
 def _rgb(img: np.ndarray | Image.Image) -> np.ndarray:
     if isinstance(img, Image.Image):
@@ -34,11 +36,15 @@ def preprocess(rgb: np.ndarray | Image.Image, size: int, mean: Sequence[float], 
     return prepare([_rgb(rgb)], size, mean, std, "bicubic")[0]
 
 
-def load_images(root: Path, filenames: Sequence[str], size: int, mean, std) -> torch.Tensor:
-    """Images of ``root/filenames`` as a contract-preprocessed float32 batch [N,3,S,S] (``engine.preprocess``)."""
+def load_images(root: Path, filenames: Sequence[str], size: int, mean, std, transform=None) -> torch.Tensor:
+    """Images of ``root/filenames`` as a contract-preprocessed float32 batch [N,3,S,S] (``engine.preprocess``);
+    ``transform(filename, image)`` changes each source image first (an augmentation view)."""
     from engine.preprocess import prepare
 
-    return torch.from_numpy(prepare([_rgb(Image.open(root / f)) for f in filenames], size, mean, std, "bicubic"))
+    images = [Image.open(root / f) for f in filenames]
+    if transform is not None:
+        images = [transform(f, im) for f, im in zip(filenames, images, strict=True)]
+    return torch.from_numpy(prepare([_rgb(im) for im in images], size, mean, std, "bicubic"))
 
 
 def load_tokenizer(path: str | Path, context_length: int, pad_id: int = 0):
@@ -84,10 +90,14 @@ def image_trunk_cache(
     cache_dir: Path | None,
     batch: int = 64,
     desc: str = "image cache",
+    view: int = 0,
+    aug: ImageAugParams | None = None,
+    aug_seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """{'img_mid': fp16 [N,C,h,w], 'instr_mid': fp16 [N,C',h,w]} from the frozen trunks."""
+    """{'img_mid': fp16 [N,C,h,w], 'instr_mid': fp16 [N,C',h,w]} from the frozen trunks; ``view`` > 0: of the
+    images' augmentation view ``view`` (training/augment.py, drawn from ``aug`` and ``aug_seed``)."""
     cfg = model.cfg
-    key = cache_key(
+    parts = dict(
         kind="img",
         files=list(filenames),
         root=str(root),
@@ -98,6 +108,15 @@ def image_trunk_cache(
         fb=cfg.image_freeze_blocks,
         fi=cfg.instr_freeze_features,
     )
+    transform = None
+    if view > 0:
+        aug = aug or ImageAugParams()
+        parts.update(view=view, aug=aug.key(), aug_seed=aug_seed)
+
+        def transform(name: str, im: Image.Image) -> Image.Image:
+            return augment_view(im, view_rng(name, view, aug_seed), aug)
+
+    key = cache_key(**parts)
 
     def compute():
         cl = torch.channels_last  # ~2.5x faster convolutions on CPU
@@ -105,7 +124,7 @@ def image_trunk_cache(
         model.instr.trunk.eval().to(memory_format=cl)
         mids, instrs = [], []
         for i in tqdm(range(0, len(filenames), batch), desc=desc, mininterval=10):
-            x = load_images(root, filenames[i : i + batch], cfg.image_size, cfg.mean, cfg.std)
+            x = load_images(root, filenames[i : i + batch], cfg.image_size, cfg.mean, cfg.std, transform)
             a, b = model.image_trunk_features(x.contiguous(memory_format=cl))
             mids.append(a.contiguous().half())
             instrs.append(b.contiguous().half())

@@ -229,6 +229,22 @@ def warmup_redraw_batch(cfg: TrainConfig, epoch: int, n_batches: int) -> int | N
     return max(1, min(n_batches - 1, round(cfg.warmup_division_at * n_batches)))
 
 
+def image_views(train: Split, uimg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached trunk features and instruction features of images ``uimg``: per image the clean view or one of its
+    augmentation views, drawn uniformly (only the clean view when no views are cached)."""
+    x = train.cache["img_mid"][uimg].float()
+    instr = train.instr_feat[uimg]  # advanced indexing: copies, so the views below write into the copies
+    if not train.views:
+        return x, instr
+    pick = torch.randint(0, len(train.views) + 1, (len(uimg),))
+    for v, (cache, feat) in enumerate(zip(train.views, train.view_instr_feat, strict=True), start=1):
+        sel = pick == v
+        if sel.any():
+            x[sel] = cache["img_mid"][uimg[sel]].float()
+            instr[sel] = feat[uimg[sel]]
+    return x, instr
+
+
 def batch_loss(
     model,
     cfg: TrainConfig,
@@ -246,11 +262,11 @@ def batch_loss(
         uimg, own = torch.unique(img_idx, return_inverse=True)
     else:
         uimg, own = img_idx, None
-    x = train.cache["img_mid"][uimg].float()
+    x, instr = image_views(train, uimg)
     if cfg.feature_aug:
         x = d4_augment(x)
     x = x.contiguous(memory_format=torch.channels_last)  # ~1.4x faster conv fwd+bwd on CPU
-    img_u = model.encode_image_cached(x, train.instr_feat[uimg])
+    img_u = model.encode_image_cached(x, instr)
     utxt, tinv = torch.unique(txt_idx, return_inverse=True)  # verbatim-identical captions encoded once
     m = train.tcache["mask"][utxt].long()
     L = int(m.sum(1).max())
@@ -454,6 +470,23 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
             )
         s.attach_caches(*computed[key])
     del computed
+    if cfg.image_aug_views:
+        aug = cfg.image_aug_params()
+        views = [
+            image_trunk_cache(
+                model,
+                train.image_root,
+                train.source_files,
+                cache_dir,
+                desc=f"train image view {v}",
+                view=v,
+                aug=aug,
+                aug_seed=cfg.image_aug_seed,
+            )
+            for v in range(1, cfg.image_aug_views + 1)
+        ]
+        train.attach_views(views)
+        del views
     log(f"feature caches ready in {time.time() - t0:.0f}s")
 
     labels_img = torch.full((len(train.files),), -1, dtype=torch.long)
@@ -481,6 +514,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         save_atomic(checkpoint(model, cfg, classes, state), ckpt_last)
     for s in (train, val):
         s.instr_feat = instruction_features(model, s.cache["instr_mid"])
+    train.view_instr_feat = [instruction_features(model, v["instr_mid"]) for v in train.views]
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if ema is not None and resume and ckpt_last.exists() and "ema" in ck:
         ema.shadow = ck["ema"]

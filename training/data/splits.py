@@ -111,20 +111,30 @@ class Split:
         self.source_files = list(dict.fromkeys(r.filename for r in src))
         self.source_texts = sorted({r.caption for r in src})
 
+        self.views: list[dict] = []  # image caches of augmentation views (training/augment.py), train only
+        self.view_instr_feat: list[torch.Tensor] = []  # their instruction features (set after the scene prior)
+
+    def _own_images(self, img_cache: dict) -> dict:
+        """This split's rows of an image cache computed over ``source_files``."""
+        if self.source_files == self.files:
+            return img_cache
+        fpos = {f: i for i, f in enumerate(self.source_files)}
+        idx = torch.tensor([fpos[f] for f in self.files])
+        return {k: v[idx] for k, v in img_cache.items()}
+
     def attach_caches(self, img_cache: dict, txt_cache: dict) -> None:
         """Select this split's images/texts from caches computed over ``source_files`` / ``source_texts``."""
-        if self.source_files == self.files:
-            self.cache = img_cache
-        else:
-            fpos = {f: i for i, f in enumerate(self.source_files)}
-            idx = torch.tensor([fpos[f] for f in self.files])
-            self.cache = {k: v[idx] for k, v in img_cache.items()}
+        self.cache = self._own_images(img_cache)
         if self.source_texts == self.texts:
             self.tcache = txt_cache
         else:
             tpos = {t: i for i, t in enumerate(self.source_texts)}
             idx = torch.tensor([tpos[t] for t in self.texts])
             self.tcache = {k: v[idx] for k, v in txt_cache.items()}
+
+    def attach_views(self, view_caches: list[dict]) -> None:
+        """Augmentation-view image caches (each over ``source_files``, like the clean one)."""
+        self.views = [self._own_images(c) for c in view_caches]
 
     def distinct_caption_rows(self) -> list[np.ndarray]:
         """Per image, its caption rows with distinct texts (first row of each text)."""

@@ -43,12 +43,12 @@ Progress = Callable[[int, int], None]
 @dataclass
 class RayParams:
     """How the Ray job runs. ``address``: a cluster (``host:port``); None or "" connects to ``$RAY_ADDRESS`` or
-    starts a local Ray. Fractional CPUs keep readers, encoders and writers schedulable on a 2-core node."""
+    starts a local Ray. Fractional CPUs keep readers and encoders schedulable on a 2-core node."""
 
     address: str | None = None
     workers: int = 2  # encoder actors (the actor pool's size)
     worker_cpus: float = 0.5  # logical CPUs per encoder actor
-    reader_cpus: float = 0.25  # logical CPUs per window-read task (and per Lance write task)
+    reader_cpus: float = 0.25  # logical CPUs per window-read task
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
     threads_per_worker: int = 1  # ONNX Runtime intra-op threads per encoder actor
     chunks_per_commit: int = 8  # whole chunks per Lance commit: the unit of progress, cancel and resume

@@ -339,6 +339,15 @@ class EngineManager(QObject):
         for cb in pending:
             cb(None, error)
 
+    def _notice_exit(self) -> None:
+        """Let the running child's exit, if it happened since the last event loop pass, update the state now."""
+        if self._proc is not None and self._state == STATE_RUNNING:
+            self._proc.waitForFinished(0)
+
+    def _answered(self, health: dict, url: str) -> None:
+        """The engine at ``url`` answered /health now (the cache ``ensure_async`` trusts for HEALTH_TTL_S)."""
+        self._health, self._health_at, self._health_url = health, time.monotonic(), url
+
     def _health_async(self) -> None:
         """Check /health, then answer the callbacks waiting now (not later ones: they get their own check)."""
         try:
@@ -353,8 +362,7 @@ class EngineManager(QObject):
 
         def done(result, error):
             if not error:
-                self._health = result or {}
-                self._health_at, self._health_url = time.monotonic(), conn.url
+                self._answered(result or {}, conn.url)
             for cb in waiting:
                 cb(None, error) if error else cb(conn, None)
 
@@ -365,6 +373,7 @@ class EngineManager(QObject):
 
         Never blocks: a dead or missing local child is (re)started first.
         """
+        self._notice_exit()  # a child killed a moment ago must not be answered from the health cache
         if self._health and time.monotonic() - self._health_at < HEALTH_TTL_S and self.is_running():
             conn = self.connection()
             if conn is not None and conn.url == self._health_url:
@@ -388,11 +397,9 @@ class EngineManager(QObject):
         timeout = float(timeout or self.settings.get("start_timeout_s"))
         if self.remote():
             conn = self.connection()
-            self._health = EngineClient(conn).health()
-            self._health_at, self._health_url = time.monotonic(), conn.url
+            self._answered(EngineClient(conn).health(), conn.url)
             return conn
-        if self._proc is not None and self._state == STATE_RUNNING:
-            self._proc.waitForFinished(0)  # notice a child that died since the last event loop pass
+        self._notice_exit()
         if not self.is_running():
             self.start()
         deadline = time.monotonic() + timeout
@@ -414,8 +421,7 @@ class EngineManager(QObject):
         if conn is None:
             raise EngineError(self._detail or "engine is not running")
         try:
-            self._health = EngineClient(conn).health()
-            self._health_at, self._health_url = time.monotonic(), conn.url
+            self._answered(EngineClient(conn).health(), conn.url)
         except EngineError as exc:
             if not exc.unreachable or _retry:
                 raise

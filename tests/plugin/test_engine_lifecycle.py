@@ -115,3 +115,22 @@ def test_bad_interpreter_is_a_clear_error(plugin_settings, tmp_path):
         plugin_settings.set("interpreter", "")
         m.stop()
         m.deleteLater()
+
+
+def test_child_killed_just_now_is_not_answered_from_the_health_cache(manager, engine_kind):
+    """A child SIGKILLed right after a healthy answer, before any event loop pass: the next ``ensure_async`` must
+    notice the exit and start a new child, not hand out the dead one's connection from the 10-s health cache."""
+    import time
+
+    manager.ensure_running()  # healthy answer: the cache is fresh
+    old_pid = manager.pid()
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(old_pid) and time.monotonic() < deadline:  # dead (reaped or zombie), no Qt events processed
+        time.sleep(0.02)
+    got = []
+    manager.ensure_async(lambda conn, err: got.append((conn, err)))
+    wait_until(lambda: got, 120, "ensure_async after the kill")
+    conn, err = got[0]
+    assert err is None and conn is not None, err
+    assert manager.pid() != old_pid and pid_alive(manager.pid())

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,23 +287,26 @@ def _embed_streamed(todo, by_id, encoder, params, rp, table, progress, cancel, w
     try:
         items = [{"store_id": s, "chunk": c} for s, c in todo]
         ds = _pipeline(items, {s: by_id[s] for s, _ in todo}, encoder, params, rp, code_bytes)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("distributed indexing cancelled; re-run to resume (committed chunks are kept)")
-            sids, chunks = batch.column("store_id").to_pylist(), batch.column("chunk").to_pylist()
-            for key in dict.fromkeys(zip(sids, chunks, strict=True)):  # one chunk per block in practice
-                if key in received:
-                    continue  # a chunk delivered again (a retried task): its first delivery counts
-                mask = pc.and_(pc.equal(batch.column("store_id"), key[0]), pc.equal(batch.column("chunk"), key[1]))
-                parts.setdefault(key, []).append(batch.filter(mask))
-                n = sum(t.num_rows for t in parts[key])
-                if n > expected[key]:
-                    raise CorruptData(f"chunk {key[1]} of store {key[0]} came back with {n} rows; re-run")
-                if n == expected[key]:
-                    received.add(key)
-                    whole.append((key, pa.concat_tables(parts.pop(key))))
-            if len(whole) >= rp.chunks_per_commit:
-                commit()
+        # closed on cancel and errors too: Ray Data shuts its executor (actors, read tasks) down when the batch
+        # generator closes, which an exception's traceback would otherwise delay until garbage collection
+        with closing(iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))) as stream:
+            for batch in stream:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("distributed indexing cancelled; re-run to resume (committed chunks are kept)")
+                sids, chunks = batch.column("store_id").to_pylist(), batch.column("chunk").to_pylist()
+                for key in dict.fromkeys(zip(sids, chunks, strict=True)):  # one chunk per block in practice
+                    if key in received:
+                        continue  # a chunk delivered again (a retried task): its first delivery counts
+                    mask = pc.and_(pc.equal(batch.column("store_id"), key[0]), pc.equal(batch.column("chunk"), key[1]))
+                    parts.setdefault(key, []).append(batch.filter(mask))
+                    n = sum(t.num_rows for t in parts[key])
+                    if n > expected[key]:
+                        raise CorruptData(f"chunk {key[1]} of store {key[0]} came back with {n} rows; re-run")
+                    if n == expected[key]:
+                        received.add(key)
+                        whole.append((key, pa.concat_tables(parts.pop(key))))
+                if len(whole) >= rp.chunks_per_commit:
+                    commit()
         if whole:
             commit()
         if parts:

@@ -97,6 +97,10 @@ class TrainConfig:
     curriculum_schedule: str = "cost"  # cost (HVSA: exp(-beta*cost) only) | linear (beta decays to 0 over epochs)
     hash_weight: float = 1.0
     hash_quant_weight: float = 0.001
+    # auxiliary word task (training/word_targets.py, training/losses/word.py): each image against the embeddings
+    # of the content words of its captions (0 = off)
+    word_weight: float = 0.0
+    words: dict = field(default_factory=dict)  # WordParams overrides (``--set words.size=500``)
     # io
     out_dir: str = "runs"
     cache_dir: str | None = "runs/cache"
@@ -121,6 +125,8 @@ class TrainConfig:
                 data.setdefault("vit", {})[key[4:]] = val
             elif key.startswith("image_aug."):
                 data.setdefault("image_aug", {})[key[10:]] = val
+            elif key.startswith("words."):
+                data.setdefault("words", {})[key[6:]] = val
             else:
                 data[key] = val
         cfg = from_dict_strict(cls, data, "config")
@@ -128,6 +134,9 @@ class TrainConfig:
         if cfg.image_aug_views < 0:
             raise ValueError(f"image_aug_views must be >= 0, got {cfg.image_aug_views}")
         cfg.image_aug_params()  # unknown or out-of-range image_aug keys: one clear error now, not mid-run
+        cfg.word_params()
+        if cfg.word_weight < 0:
+            raise ValueError(f"word_weight must be >= 0, got {cfg.word_weight}")
         return cfg
 
     def image_aug_params(self):
@@ -135,6 +144,12 @@ class TrainConfig:
         from training.augment import ImageAugParams
 
         return from_dict_strict(ImageAugParams, dict(self.image_aug), "image_aug")
+
+    def word_params(self):
+        """The ``WordParams`` of ``words`` (strict keys; ``WordParams`` checks types and ranges)."""
+        from training.word_targets import WordParams
+
+        return from_dict_strict(WordParams, dict(self.words), "words")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -42,12 +42,14 @@ from training.losses import (
     self_paced_loss,
     thresholds,
     uniformity_loss,
+    word_loss,
 )
 from training.metrics import retrieval_metrics
 from training.models import build_model, load_model_config
 from training.models.minilm import minilm_dir
 from training.plots import plot_run
 from training.scene_prior import instruction_features, train_scene_classifier
+from training.word_targets import word_task
 
 LOG_SCALE_MAX = math.log(100.0)
 
@@ -267,6 +269,7 @@ def batch_loss(
         x = d4_augment(x)
     x = x.contiguous(memory_format=torch.channels_last)  # ~1.4x faster conv fwd+bwd on CPU
     img_u = model.encode_image_cached(x, instr)
+    words = train.words if cfg.word_weight > 0 else None
     utxt, tinv = torch.unique(txt_idx, return_inverse=True)  # verbatim-identical captions encoded once
     m = train.tcache["mask"][utxt].long()
     L = int(m.sum(1).max())
@@ -307,6 +310,11 @@ def batch_loss(
         first = np.unique(train.row_img[rows], return_index=True)[1]
         parts["unif"] = cfg.uniformity_weight * uniformity_loss(img[torch.from_numpy(first)], cfg.uniformity_t)
     parts.update(curriculum_and_hash_terms(model, cfg, img, txt, pos, weights, epoch))
+    if words is not None:
+        wm = words.mask.long()
+        n = int(wm.sum(1).max())
+        wemb = model.encode_text_cached(words.h_mid[:, :n].float(), wm[:, :n])
+        parts["word"] = cfg.word_weight * word_loss(img_u, wemb, words.targets[uimg], scale)
     total = sum(parts.values())
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats.update(
@@ -404,7 +412,7 @@ def train_one_epoch(ctx: EpochContext, ep: int, rng: np.random.RandomState, quan
             model.logit_scale.clamp_(0, LOG_SCALE_MAX)
         if ema is not None:
             ema.update(model)
-        for k in ("main", "aff", "unif", "curr", "hash"):
+        for k in ("main", "aff", "unif", "curr", "hash", "word"):
             if k in st:
                 sums[k] = sums.get(k, 0.0) + st[k]
         seen.append(rows)
@@ -487,6 +495,11 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         ]
         train.attach_views(views)
         del views
+    if cfg.word_weight > 0:
+        train.words = word_task(model, tok, train, cfg.word_params(), cache_dir)
+        (run_dir / "words.json").write_text(json.dumps(train.words.vocab))
+        per_image = float(train.words.targets.sum(1).float().mean())
+        log(f"word task: {len(train.words.vocab)} words, {per_image:.1f} per train image")
     log(f"feature caches ready in {time.time() - t0:.0f}s")
 
     labels_img = torch.full((len(train.files),), -1, dtype=torch.long)

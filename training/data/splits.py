@@ -113,6 +113,7 @@ class Split:
 
         self.views: list[dict] = []  # image caches of augmentation views (training/augment.py), train only
         self.view_instr_feat: list[torch.Tensor] = []  # their instruction features (set after the scene prior)
+        self.words = None  # training.word_targets.WordTask of the auxiliary word task, train only
 
     def _own_images(self, img_cache: dict) -> dict:
         """This split's rows of an image cache computed over ``source_files``."""

@@ -12,6 +12,7 @@ from training.losses.self_paced import (
     sp_weight,
     thresholds,
 )
+from training.losses.word import word_loss
 
 __all__ = [
     "SelfPacedParams",
@@ -30,4 +31,5 @@ __all__ = [
     "sp_weight",
     "thresholds",
     "uniformity_loss",
+    "word_loss",
 ]

@@ -269,7 +269,6 @@ def batch_loss(
         x = d4_augment(x)
     x = x.contiguous(memory_format=torch.channels_last)  # ~1.4x faster conv fwd+bwd on CPU
     img_u = model.encode_image_cached(x, instr)
-    words = train.words if cfg.word_weight > 0 else None
     utxt, tinv = torch.unique(txt_idx, return_inverse=True)  # verbatim-identical captions encoded once
     m = train.tcache["mask"][utxt].long()
     L = int(m.sum(1).max())
@@ -310,7 +309,8 @@ def batch_loss(
         first = np.unique(train.row_img[rows], return_index=True)[1]
         parts["unif"] = cfg.uniformity_weight * uniformity_loss(img[torch.from_numpy(first)], cfg.uniformity_t)
     parts.update(curriculum_and_hash_terms(model, cfg, img, txt, pos, weights, epoch))
-    if words is not None:
+    words = train.words
+    if cfg.word_weight > 0 and words is not None:  # the auxiliary word task (training/word_targets.py)
         wm = words.mask.long()
         n = int(wm.sum(1).max())
         wemb = model.encode_text_cached(words.h_mid[:, :n].float(), wm[:, :n])

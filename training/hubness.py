@@ -42,9 +42,9 @@ def split_embeddings(ckpt: Path) -> dict:
     from training.config import TrainConfig, resolve_path
     from training.data.readers import read_dataset
     from training.data.splits import Split, load_splits
-    from training.features import embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
+    from training.features import load_tokenizer
     from training.models.minilm import minilm_dir
-    from training.scene_prior import instruction_features
+    from training.sweep import embed_split
 
     torch.set_num_threads(2)
     model, _ = load_checkpoint_model(ckpt)
@@ -57,12 +57,7 @@ def split_embeddings(ckpt: Path) -> dict:
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
     out = {}
     for name, s in (("train", train), ("val", val), ("test", test)):
-        s.attach_caches(
-            image_trunk_cache(model, s.image_root, s.source_files, cache, desc=f"{name} image cache"),
-            text_trunk_cache(model, tok, s.source_texts, cache, desc=f"{name} text cache"),
-        )
-        s.instr_feat = instruction_features(model, s.cache["instr_mid"])
-        img, txt = embed_cached(model, s.cache["img_mid"], s.instr_feat, s.tcache["h_mid"], s.tcache["mask"])
+        img, txt = embed_split(model, s, tok, cache, name)
         out[name] = (img, txt[s.row_txt], s.row_img, txt)
     return out
 

@@ -94,15 +94,28 @@ def write_seed(cfg: TrainConfig, scene_ckpt: Path, run_dir: Path) -> None:
 
 
 @torch.no_grad()
+def embed_split(model, s, tok, cache_dir: Path | None, name: str) -> tuple:
+    """(image embeddings, unique-caption embeddings) of split ``s`` from the frozen-trunk caches (computed once)."""
+    from training.features import embed_cached, image_trunk_cache, text_trunk_cache
+    from training.scene_prior import instruction_features
+
+    s.attach_caches(
+        image_trunk_cache(model, s.image_root, s.source_files, cache_dir, desc=f"{name} image cache"),
+        text_trunk_cache(model, tok, s.source_texts, cache_dir, desc=f"{name} text cache"),
+    )
+    s.instr_feat = instruction_features(model, s.cache["instr_mid"])
+    return embed_cached(model, s.cache["img_mid"], s.instr_feat, s.tcache["h_mid"], s.tcache["mask"])
+
+
+@torch.no_grad()
 def test_metrics_cached(ckpt: Path, cache_dir: str = "runs/cache", split: str = "test") -> dict:
     """Retrieval metrics of a checkpoint on ``split`` from the frozen-trunk caches (computed once)."""
     from training.checkpoints import load_checkpoint_model
     from training.data.readers import read_dataset
     from training.data.splits import Split
-    from training.features import embed_cached, image_trunk_cache, load_tokenizer, text_trunk_cache
+    from training.features import load_tokenizer
     from training.metrics import retrieval_metrics
     from training.models.minilm import minilm_dir
-    from training.scene_prior import instruction_features
 
     torch.set_num_threads(2)
     model, ck = load_checkpoint_model(ckpt)
@@ -110,11 +123,8 @@ def test_metrics_cached(ckpt: Path, cache_dir: str = "runs/cache", split: str = 
     tc = ck["train_config"]
     path = resolve_path(tc["data_json"])
     s = Split(read_dataset(path, (split,)), path.parent / "images")
-    s.cache = image_trunk_cache(model, s.image_root, s.files, Path(cache_dir), desc=f"{split} image cache")
     tok = load_tokenizer(minilm_dir() / "tokenizer.json", model.cfg.context_length)
-    s.tcache = text_trunk_cache(model, tok, s.texts, Path(cache_dir), desc=f"{split} text cache")
-    s.instr_feat = instruction_features(model, s.cache["instr_mid"])
-    img, txt = embed_cached(model, s.cache["img_mid"], s.instr_feat, s.tcache["h_mid"], s.tcache["mask"])
+    img, txt = embed_split(model, s, tok, Path(cache_dir), split)
     return retrieval_metrics(img, txt[s.row_txt], s.row_img)
 
 

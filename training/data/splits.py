@@ -115,27 +115,23 @@ class Split:
         self.view_instr_feat: list[torch.Tensor] = []  # their instruction features (set after the scene prior)
         self.words = None  # training.word_targets.WordTask of the auxiliary word task, train only
 
-    def _own_images(self, img_cache: dict) -> dict:
-        """This split's rows of an image cache computed over ``source_files``."""
-        if self.source_files == self.files:
-            return img_cache
-        fpos = {f: i for i, f in enumerate(self.source_files)}
-        idx = torch.tensor([fpos[f] for f in self.files])
-        return {k: v[idx] for k, v in img_cache.items()}
+    @staticmethod
+    def _rows_of(cache: dict, source: list[str], own: list[str]) -> dict:
+        """The rows of ``own`` from a cache computed over ``source`` (the cache itself when they are the same)."""
+        if source == own:
+            return cache
+        pos = {x: i for i, x in enumerate(source)}
+        idx = torch.tensor([pos[x] for x in own])
+        return {k: v[idx] for k, v in cache.items()}
 
     def attach_caches(self, img_cache: dict, txt_cache: dict) -> None:
         """Select this split's images/texts from caches computed over ``source_files`` / ``source_texts``."""
-        self.cache = self._own_images(img_cache)
-        if self.source_texts == self.texts:
-            self.tcache = txt_cache
-        else:
-            tpos = {t: i for i, t in enumerate(self.source_texts)}
-            idx = torch.tensor([tpos[t] for t in self.texts])
-            self.tcache = {k: v[idx] for k, v in txt_cache.items()}
+        self.cache = self._rows_of(img_cache, self.source_files, self.files)
+        self.tcache = self._rows_of(txt_cache, self.source_texts, self.texts)
 
     def attach_views(self, view_caches: list[dict]) -> None:
         """Augmentation-view image caches (each over ``source_files``, like the clean one)."""
-        self.views = [self._own_images(c) for c in view_caches]
+        self.views = [self._rows_of(c, self.source_files, self.files) for c in view_caches]
 
     def distinct_caption_rows(self) -> list[np.ndarray]:
         """Per image, its caption rows with distinct texts (first row of each text)."""

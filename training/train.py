@@ -511,7 +511,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
 
     ckpt_last = run_dir / "last.pt"
     state = {"epoch": 0, "best_mr": -1.0, "history": [], "scene": None, "quantiles": None}
-    opt_state = None
+    opt_state, ck = None, {}
     if resume and ckpt_last.exists():
         # our own checkpoint: trusted, so full unpickling is allowed
         ck = torch.load(ckpt_last, map_location="cpu", weights_only=False)  # nosec B614
@@ -529,7 +529,7 @@ def run(cfg: TrainConfig, resume: bool = False, log_file=None) -> Path:
         s.instr_feat = instruction_features(model, s.cache["instr_mid"])
     train.view_instr_feat = [instruction_features(model, v["instr_mid"]) for v in train.views]
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    if ema is not None and resume and ckpt_last.exists() and "ema" in ck:
+    if ema is not None and "ema" in ck:  # ck: the checkpoint resumed from, {} for a new run
         ema.shadow = ck["ema"]
 
     model.image_top.to(memory_format=torch.channels_last)

@@ -163,7 +163,7 @@ def test_all_captions_class_aware_holdout_run(tmp_path, shared):
     rows = np.concatenate(batches)
     assert len(rows) > len(batches) * cfg.batch_size  # more than one caption per image per step
     assert len(set(zip(train.row_img[rows], train.row_txt[rows], strict=True))) == len(rows)  # distinct texts
-    run_dir = run(cfg)
+    run_dir = run(cfg, resume=True)  # resumable launch, new run dir: crashed at the EMA set-up
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2] and lines[0]["loss_main"] > 0
     assert {"val_mr_ties_favourable", "val_mr_raw", "val_mr_ema"} <= set(lines[1])

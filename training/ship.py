@@ -316,10 +316,20 @@ VARIANTS = (
 
 
 def ship(
-    checkpoint: str, out: str, work: str, split: str = "test", training_config: str = "", version: str = "0.1.0"
+    checkpoint: str,
+    out: str,
+    work: str,
+    split: str = "test",
+    training_config: str = "",
+    version: str = "0.1.0",
+    orientations: int = 1,
 ) -> dict:
     """Export, measure, compact and copy the bundle. ``version`` must change with the weights: store ids hash the
-    model name + version, so a retrained model under an old version would reuse stores of the old one."""
+    model name + version, so a retrained model under an old version would reuse stores of the old one.
+    ``orientations`` > 1: the image encoder averages that many orientations of each tile (training/orientations.py)
+    in every variant measured and shipped."""
+    import onnx
+
     from training.export import export_bundle
 
     work_dir = Path(work)
@@ -331,12 +341,19 @@ def ship(
         reuse
         and json.loads(cached.read_text()).get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime
         and json.loads((fp32 / "model.json").read_text()).get("version") == version
+        and json.loads((fp32 / "model.json").read_text()).get("image_orientations", 1) == orientations
     ):
         base = json.loads(cached.read_text())["metrics"]  # same checkpoint, already exported and measured
     else:
         if fp32.exists():
             shutil.rmtree(fp32)
         export_bundle(checkpoint, fp32, training_config=training_config, name="pir-lite", gsd_m=GSD_M, version=version)
+        if orientations > 1:
+            meta = json.loads((fp32 / "model.json").read_text())
+            enc = set_orientations(onnx.load(str(fp32 / "image_encoder.onnx")), meta, orientations)
+            onnx.checker.check_model(enc)
+            onnx.save(enc, str(fp32 / "image_encoder.onnx"))
+            (fp32 / "model.json").write_text(json.dumps(meta, indent=2))
         base = evaluate_bundle_full(fp32, split=split)
         cached.write_text(json.dumps({"checkpoint_mtime": Path(checkpoint).stat().st_mtime, "metrics": base}))
     report = {"checkpoint": str(checkpoint), "variants": {}}
@@ -401,26 +418,23 @@ def ship(
     return report
 
 
-def reformat(bundle: str, out: str, version: str, split: str = "test") -> dict:
-    """Batch-invariant copy of a dynamic-int8 bundle (``dynamic_to_weight_only``), measured on ``split`` by the
-    standard protocol and recorded in its ``model.json`` under a new ``version`` (its embeddings change)."""
+def _rewrite_bundle(bundle: str, out: str, version: str, rewrite, split: str = "test") -> dict:
+    """Copy ``bundle`` to ``out`` with every ONNX graph passed through ``rewrite(file name, ModelProto)`` (which
+    returns the graph and may edit ``model.json`` through the dict it is given as ``meta``), record ``version``
+    and the metrics measured on ``split`` by the standard protocol in its ``model.json``."""
     import onnx
 
     src, dst = Path(bundle), Path(out)
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
+    meta = json.loads((dst / "model.json").read_text())
     for f in ("image_encoder.onnx", "text_encoder.onnx", "hash_image.onnx", "hash_text.onnx"):
         if (src / f).exists():
-            m = dynamic_to_weight_only(onnx.load(str(src / f)))
+            m = rewrite(f, onnx.load(str(src / f)), meta)
             onnx.checker.check_model(m)
             onnx.save(m, str(dst / f))
-    meta = json.loads((dst / "model.json").read_text())
     meta["version"] = version
-    meta["precision"] = (
-        meta.get("precision", "") + "; dynamic int8 MatMuls rewritten as fp32 MatMuls over the same int8 weights "
-        "(per-channel scale): batch-invariant"
-    )
     (dst / "model.json").write_text(json.dumps(meta, indent=2))
     m = evaluate_bundle_full(dst, split=split)
     keys = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr", "mr_ties_favourable")
@@ -428,6 +442,40 @@ def reformat(bundle: str, out: str, version: str, split: str = "test") -> dict:
     meta["metrics"][f"rsicd_aid150_{split}_zero_shot_scene_top1"] = m["zero_shot_top1"]
     (dst / "model.json").write_text(json.dumps(meta, indent=2))
     return {"bundle": str(dst), "size_mb": round(bundle_size_mb(dst), 2), split: m}
+
+
+def reformat(bundle: str, out: str, version: str, split: str = "test") -> dict:
+    """Batch-invariant copy of a dynamic-int8 bundle (``dynamic_to_weight_only``), measured on ``split`` by the
+    standard protocol and recorded in its ``model.json`` under a new ``version`` (its embeddings change)."""
+
+    def rewrite(fname: str, model, meta: dict):
+        if fname == "image_encoder.onnx":
+            meta["precision"] = (
+                meta.get("precision", "") + "; dynamic int8 MatMuls rewritten as fp32 MatMuls over the same int8 "
+                "weights (per-channel scale): batch-invariant"
+            )
+        return dynamic_to_weight_only(model)
+
+    return _rewrite_bundle(bundle, out, version, rewrite, split)
+
+
+def set_orientations(model, meta: dict, n: int):
+    """``model`` (the image encoder) averaged over ``n`` orientations (training/orientations.py), noted in
+    ``meta``."""
+    from training.orientations import average_orientations
+
+    meta["image_orientations"] = n
+    return average_orientations(model, n)
+
+
+def orient(bundle: str, out: str, version: str, orientations: int, split: str = "test") -> dict:
+    """Copy of ``bundle`` whose image encoder averages ``orientations`` orientations of each tile, measured on
+    ``split`` and recorded under a new ``version`` (its image embeddings change)."""
+
+    def rewrite(fname: str, model, meta: dict):
+        return set_orientations(model, meta, orientations) if fname == "image_encoder.onnx" else model
+
+    return _rewrite_bundle(bundle, out, version, rewrite, split)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--work", default=None, help="default: <checkpoint dir>/ship")
     s.add_argument("--training-config", default="training/configs/pir_lite.yaml")
     s.add_argument("--version", default="0.1.0", help="bundle version: bump it whenever the weights change")
+    s.add_argument("--orientations", type=int, default=1, choices=(1, 4, 8), help="orientations averaged per tile")
+    o = sub.add_parser("orient", help="copy of a bundle whose image encoder averages orientations, measured on test")
+    o.add_argument("--bundle", required=True)
+    o.add_argument("--out", required=True)
+    o.add_argument("--version", required=True, help="new version: the image embeddings change")
+    o.add_argument("--orientations", type=int, required=True, choices=(4, 8))
     r = sub.add_parser("reformat", help="batch-invariant copy of a dynamic-int8 bundle, measured on test")
     r.add_argument("--bundle", required=True)
     r.add_argument("--out", required=True)
@@ -451,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "reformat":
         print(json.dumps(reformat(args.bundle, args.out, args.version)))
+        return 0
+    if args.cmd == "orient":
+        print(json.dumps(orient(args.bundle, args.out, args.version, args.orientations)))
         return 0
     if args.cmd == "eval":
         m = evaluate_bundle_full(args.bundle, args.data, args.split)
@@ -461,7 +518,14 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(res, indent=2))
     else:
         work = args.work or str(Path(args.checkpoint).parent / "ship")
-        ship(args.checkpoint, args.out, work, training_config=args.training_config, version=args.version)
+        ship(
+            args.checkpoint,
+            args.out,
+            work,
+            training_config=args.training_config,
+            version=args.version,
+            orientations=args.orientations,
+        )
     return 0
 
 

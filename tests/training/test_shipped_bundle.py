@@ -82,3 +82,26 @@ def test_shipped_bundle_is_batch_invariant():
     img_d = np.abs(enc.encode_images(tiles[:1]) - enc.encode_images(tiles, batch=64)[:1]).max()
     txt_d = np.abs(own.encode_texts(texts[:1]) - own.encode_texts(texts, batch=64)[:1]).max()
     assert img_d < 1e-4 and txt_d < 1e-4, (img_d, txt_d)
+
+
+def test_orientation_averaging_matches_model_json():
+    """model.json ``image_orientations`` (default 1) is what the graph does: a real tile and its rotation by 90
+    degrees (and its mirror image) embed identically exactly when that orientation is averaged over."""
+    import numpy as np
+    import onnx
+    from PIL import Image
+
+    from training.bundle_runtime import BundleEncoder
+    from training.config import resolve_path
+    from training.ship import DATA
+
+    n = json.loads((BUNDLE / "model.json").read_text()).get("image_orientations", 1)
+    props = {p.key: p.value for p in onnx.load(str(BUNDLE / "image_encoder.onnx")).metadata_props}
+    assert int(props.get("image_orientations", 1)) == n
+    root = resolve_path(DATA).parent / "images"
+    tile = np.asarray(Image.open(next(iter(sorted(root.rglob("*.jpg"))))).convert("RGB"))
+    enc = BundleEncoder(BUNDLE)
+    e = enc.encode_images([tile, np.rot90(tile).copy(), tile[:, ::-1].copy()])
+    turned, mirrored = np.abs(e[0] - e[1]).max(), np.abs(e[0] - e[2]).max()
+    assert (turned < 1e-4) == (n in (4, 8)), (n, turned)
+    assert (mirrored < 1e-4) == (n == 8), (n, mirrored)

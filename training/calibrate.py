@@ -89,12 +89,19 @@ def fit_temperature(
 
 
 def choose_uncertain_threshold(conf: np.ndarray, correct: np.ndarray, grid: np.ndarray | None = None) -> float:
-    """The threshold maximising (right - wrong) among predictions with ``conf >= threshold``; ties -> closest to
-    0.5."""
+    """Chow's rule with equal costs (a right class gains what a wrong one costs): the threshold maximising (right -
+    wrong) among predictions with ``conf >= threshold``. Thresholds whose utility trails the best by no more than
+    the paired sampling noise (sqrt of the number of images between the two thresholds) count as equal, and among
+    those the one closest to 0.5 wins: Chow's threshold for calibrated probabilities. On 474 val images the raw
+    maximum moves with a single image (pir-lite 0.2.2: 402 at 0.30 against 401 at 0.50)."""
     grid = np.round(np.arange(0.0, 0.96, 0.05), 2) if grid is None else grid
-    utility = np.array([np.where(conf >= t, np.where(correct, 1, -1), 0).sum() for t in grid])
-    best = np.flatnonzero(utility == utility.max())
-    return float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
+    score = np.where(correct, 1, -1)
+    utility = np.array([score[conf >= t].sum() for t in grid])
+    tied = np.flatnonzero(utility == utility.max())
+    b = grid[tied[np.argmin(np.abs(grid[tied] - 0.5))]]
+    between = np.array([((conf >= min(t, b)) & (conf < max(t, b))).sum() for t in grid])
+    near = np.flatnonzero(utility.max() - utility <= np.sqrt(between))
+    return float(grid[near[np.argmin(np.abs(grid[near] - 0.5))]])
 
 
 def fit_attribute_margin(

@@ -60,6 +60,11 @@ def test_uncertain_threshold_hides_predictions_that_are_mostly_wrong():
     correct = rng.uniform(0, 1, 5000) < conf  # calibrated: right with probability conf
     assert choose_uncertain_threshold(conf, correct) == pytest.approx(0.5, abs=0.1)
     assert choose_uncertain_threshold(conf, np.ones(5000, bool)) == 0.0  # always right: never uncertain
+    # a maximum that one image decides is noise: 0.5 (Chow's threshold) wins; a clear one still wins
+    few = np.array([0.32, 0.33, 0.42, 0.9, 0.9, 0.9])  # utility 4 at 0.30, 3 at 0.50
+    assert choose_uncertain_threshold(few, np.array([True, True, False, True, True, True])) == 0.5
+    many = np.r_[np.full(40, 0.32), np.full(10, 0.9)]
+    assert choose_uncertain_threshold(many, np.ones(50, bool)) == 0.3
 
 
 def test_attribute_margin_is_where_attributes_start_to_be_confirmed():

@@ -41,18 +41,21 @@ def apply_ops(x: np.ndarray, ops: tuple[str, ...]) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _embed_dim(model) -> int:
+def _embed_dim(model, embed_dim: int | None) -> int:
     out = next(o for o in model.graph.output if o.name == OUTPUT)
-    d = out.type.tensor_type.shape.dim[-1]
-    if not d.dim_value:
-        raise ValueError(f"{OUTPUT} has no static embedding dimension")
-    return int(d.dim_value)
+    d = out.type.tensor_type.shape.dim[-1].dim_value
+    if embed_dim is not None and d and d != embed_dim:
+        raise ValueError(f"{OUTPUT} has {d} dimensions, expected {embed_dim}")
+    if not (d or embed_dim):
+        raise ValueError(f"{OUTPUT} has no static embedding dimension: pass embed_dim")
+    return int(d or embed_dim)
 
 
-def average_orientations(model, n: int):
+def average_orientations(model, n: int, embed_dim: int | None = None):
     """``model`` (an image encoder ONNX ModelProto, input ``image`` NCHW with H == W) rewritten so that its output is
-    the L2-normalised mean of its embeddings of the ``n`` orientations of each input. Modifies and returns
-    ``model``; ``n`` = 1 returns it unchanged."""
+    the L2-normalised mean of its embeddings of the ``n`` orientations of each input. ``embed_dim``: the output
+    width where the graph does not state it (model.json ``embed_dim``). Modifies and returns ``model``; ``n`` = 1
+    returns it unchanged."""
     from onnx import TensorProto, helper, numpy_helper
 
     ops = orientation_ops(n)
@@ -64,7 +67,7 @@ def average_orientations(model, n: int):
     dims = [d.dim_value for d in next(i for i in g.input if i.name == INPUT).type.tensor_type.shape.dim]
     if len(dims) != 4 or not dims[2] or dims[2] != dims[3]:
         raise ValueError(f"{INPUT} must be [N,C,S,S] with a static S, got {dims}")
-    dim = _embed_dim(model)
+    dim = _embed_dim(model, embed_dim)
     inner_in, inner_out = "orient_views_in", "orient_views_out"
     for nd in g.node:
         nd.input[:] = [inner_in if s == INPUT else s for s in nd.input]

@@ -465,7 +465,7 @@ def set_orientations(model, meta: dict, n: int):
     from training.orientations import average_orientations
 
     meta["image_orientations"] = n
-    return average_orientations(model, n)
+    return average_orientations(model, n, int(meta["embed_dim"]))
 
 
 def orient(bundle: str, out: str, version: str, orientations: int, split: str = "test") -> dict:

@@ -11,7 +11,7 @@ from training.orientations import apply_ops, average_orientations, orientation_o
 S, D = 8, 16
 
 
-def _encoder(opset: int = 17):
+def _encoder(opset: int = 17, out_dim: int | str = D):
     """A small image encoder that depends on orientation: Flatten -> MatMul -> Relu -> MatMul -> L2 normalise."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -29,7 +29,7 @@ def _encoder(opset: int = 17):
         nodes,
         "enc",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, S, S])],
-        [helper.make_tensor_value_info("image_embedding", TensorProto.FLOAT, ["batch", D])],
+        [helper.make_tensor_value_info("image_embedding", TensorProto.FLOAT, ["batch", out_dim])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
@@ -88,3 +88,11 @@ def test_batch_invariant_and_rejects_what_it_cannot_rewrite():
     with pytest.raises(ValueError, match="already"):
         average_orientations(model, 4)
     assert average_orientations(_encoder(), 1).graph.node[0].op_type == "Flatten"  # 1: unchanged
+    with pytest.raises(ValueError, match="embed_dim"):  # an exporter left the width symbolic
+        average_orientations(_encoder(out_dim="dim"), 4)
+    np.testing.assert_allclose(
+        _run(average_orientations(_encoder(out_dim="dim"), 4, embed_dim=D), x),
+        _run(average_orientations(_encoder(), 4), x),
+    )
+    with pytest.raises(ValueError, match="expected"):
+        average_orientations(_encoder(), 4, embed_dim=D + 1)

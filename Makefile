@@ -78,9 +78,11 @@ stress: setup  ## slow reliability checks (not part of make test)
 	@test -f tests/stress/run.py || { echo "make stress: not available yet (issue 8)"; exit 2; }
 	$(PY) tests/stress/run.py
 
-train-default: setup  ## retrain the default model from scratch and ship it (~41 min on 2 idle CPU cores, measured)
+train-default: setup  ## retrain the default model from scratch and ship it (~41 min on 2 idle CPU cores measured before 0.2.2, + ~5 min)
 	$(PY) training/train.py --config training/configs/pir_lite.yaml --set export=false
-	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite --version 0.2.1
+	$(PY) -m training.ship ship --checkpoint runs/pir_lite/best.pt --out resources/models/pir-lite --version 0.2.2 \
+	  --orientations 4
+	$(PY) -m training.calibrate --bundle resources/models/pir-lite --write
 
 NOISE_ROWS ?= $(foreach r,0.0 0.2 0.4 0.6 0.8,a_$(r) r_$(r)) $(foreach v,rnopir rnoaff nosp,$(v)_0.0 $(v)_0.4)
 noise-e10: setup  ## noisy-correspondence table on the shipped 10-epoch schedule (20-27 min per row; rows done are skipped)

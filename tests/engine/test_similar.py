@@ -134,7 +134,9 @@ def test_feedback_moves_the_labelled_class_up(real_engine, scene, text):
     after = _precision(fb["results"], is_target, labelled)
     if text is not None:
         before = _precision(real_engine.search(text, store_ids=[sid], k=64)["results"], is_target, labelled)
-        assert after >= before + 0.25, (text, before, after)
+        # feedback removes at least half of what the text alone missed (an absolute +0.25 cannot be asked of a
+        # text that already finds more than 3/4 of the targets)
+        assert 1 - after <= 0.5 * (1 - before), (text, before, after)
     assert after >= 0.75, after
     # the labelled tiles themselves: yes on top, no at the bottom
     order = [r["tile_id"] for r in fb["results"]]

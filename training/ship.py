@@ -2,7 +2,9 @@
 ship the default model (issue 6).
 
     python -m training.ship eval --bundle DIR [--split test] [--json OUT]
-    python -m training.ship ship --checkpoint runs/pir_lite/best.pt [--out resources/models/pir-lite]
+    python -m training.ship ship --checkpoint runs/pir_lite/best.pt [--out resources/models/pir-lite] [--orientations 4]
+    python -m training.ship orient --bundle DIR --out DIR2 --version V --orientations 4
+    python -m training.ship reformat --bundle DIR --out DIR2 --version V
 
 ``eval`` encodes every image of the split once and reports R@1/5/10 both directions, mR and the zero-shot
 top-1 accuracy of the 30 scene classes with the bundle's own prompt embeddings (``scene_class_embeddings.npy``,
@@ -419,9 +421,9 @@ def ship(
 
 
 def _rewrite_bundle(bundle: str, out: str, version: str, rewrite, split: str = "test") -> dict:
-    """Copy ``bundle`` to ``out`` with every ONNX graph passed through ``rewrite(file name, ModelProto)`` (which
-    returns the graph and may edit ``model.json`` through the dict it is given as ``meta``), record ``version``
-    and the metrics measured on ``split`` by the standard protocol in its ``model.json``."""
+    """Copy ``bundle`` to ``out`` with every ONNX graph passed through ``rewrite(file name, ModelProto, meta)``
+    (returns the graph; may edit ``meta``, the copy's ``model.json``), record ``version`` and the metrics measured
+    on ``split`` by the standard protocol in its ``model.json``."""
     import onnx
 
     src, dst = Path(bundle), Path(out)

@@ -338,12 +338,11 @@ def ship(
     work_dir.mkdir(parents=True, exist_ok=True)
     fp32 = work_dir / "fp32"
     cached = work_dir / f"fp32_{split}.json"
-    reuse = cached.exists() and (fp32 / "model.json").exists()
+    prev = json.loads((fp32 / "model.json").read_text()) if cached.exists() and (fp32 / "model.json").exists() else {}
     if (
-        reuse
+        prev
         and json.loads(cached.read_text()).get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime
-        and json.loads((fp32 / "model.json").read_text()).get("version") == version
-        and json.loads((fp32 / "model.json").read_text()).get("image_orientations", 1) == orientations
+        and (prev.get("version"), prev.get("image_orientations", 1)) == (version, orientations)
     ):
         base = json.loads(cached.read_text())["metrics"]  # same checkpoint, already exported and measured
     else:

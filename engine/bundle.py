@@ -175,3 +175,18 @@ def bundle_bytes(path: str | os.PathLike) -> int:
 def measured_test_mr(meta: ModelMeta) -> float | None:
     """The bundle's measured test mR on rsicd_aid150 from ``model.json`` metrics (None when not measured)."""
     return meta.raw.get("metrics", {}).get("rsicd_aid150_test", {}).get("mr")
+
+
+def model_row(meta: ModelMeta, path: Path, default: bool) -> dict:
+    """One model's row in ``GET /models`` and ``models list`` (docs/contracts.md §3)."""
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "path": str(path),
+        "embed_dim": meta.embed_dim,
+        "bytes": bundle_bytes(path),
+        "test_mr": measured_test_mr(meta),
+        # forward passes per tile inside the image encoder (§1): what indexing speed depends on
+        "image_orientations": int(meta.raw.get("image_orientations", 1)),
+        "default": default,
+    }

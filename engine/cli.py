@@ -364,7 +364,7 @@ def cmd_models(args) -> int:
         _emit(args, {"models_dir": str(root)}, str(root))
         return 0
     if args.action == "list":
-        from engine.bundle import bundle_bytes, load_bundle, measured_test_mr
+        from engine.bundle import load_bundle, model_row
         from engine.errors import CorruptData
 
         os.environ["RSITR_MODELS_DIR"] = str(root)
@@ -377,18 +377,12 @@ def cmd_models(args) -> int:
                 rows.append({"path": str(path), "error": exc.message})
                 lines.append(f"{path.name:<16} broken: {exc.message}")
                 continue
-            size, mr = bundle_bytes(path), measured_test_mr(meta)
-            row = {
-                "name": meta.name,
-                "version": meta.version,
-                "path": str(path),
-                "bytes": size,
-                "test_mr": mr,
-                "default": path == default,
-            }
+            row = model_row(meta, path, path == default)
             rows.append(row)
+            mr = row["test_mr"] if row["test_mr"] is not None else "-"
             lines.append(
-                f"{meta.name:<16} {meta.version:<8} {size / 1e6:6.1f} MB  test mR {mr if mr is not None else '-'}"
+                f"{meta.name:<16} {meta.version:<8} {row['bytes'] / 1e6:6.1f} MB  test mR {mr}"
+                + (f"  {row['image_orientations']} orientations" if row["image_orientations"] > 1 else "")
                 + ("  (default)" if row["default"] else "")
                 + f"  {path}"
             )

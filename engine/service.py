@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import Bundle, bundle_bytes, load_bundle, measured_test_mr
+from engine.bundle import Bundle, load_bundle, model_row
 from engine.config import model_dirs, stores_dir
 from engine.describe import CaptionBank, Vocabulary, describe_embedding
 from engine.encoder import Encoder
@@ -122,18 +122,7 @@ class Engine(SimilarSearch):
         return self.encoder(m["name"])
 
     def models(self) -> list[dict]:
-        return [
-            {
-                "name": b.meta.name,
-                "version": b.meta.version,
-                "path": str(b.path),
-                "embed_dim": b.meta.embed_dim,
-                "bytes": bundle_bytes(b.path),
-                "test_mr": measured_test_mr(b.meta),
-                "default": n == self.default,
-            }
-            for n, b in self.bundles.items()
-        ]
+        return [model_row(b.meta, b.path, n == self.default) for n, b in self.bundles.items()]
 
     # ------------------------------------------------------------ index
     def index(

@@ -184,3 +184,33 @@ def test_version_and_default_model_lookup(tmp_path, bundle_dir, monkeypatch):
 def test_only_http_https_and_file_urls(tmp_path):
     res = run_cli("install", "--url", "ftp://127.0.0.1/pir-lite.zip", "--sha256", "0" * 64, models_dir=tmp_path)
     assert res.returncode == 2 and "http(s)://" in res.stderr and not (tmp_path / "pir-lite").exists()
+
+
+def test_models_list_rows_are_the_api_rows(bundle_dir, tmp_path, cache, monkeypatch):
+    """`models list --json` and `GET /models` (Engine.models) give the same row per bundle, and the row reports
+    the image encoder's orientations from model.json (1 when absent)."""
+    import shutil
+
+    from engine.service import Engine
+
+    models = tmp_path / "models"
+    plain, rotated = models / "plain", models / "rotated"
+    shutil.copytree(bundle_dir, plain)
+    shutil.copytree(bundle_dir, rotated)
+    meta = json.loads((rotated / "model.json").read_text())
+    meta.update(name="rotated", image_orientations=4)
+    (rotated / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("RSITR_MODEL", str(plain))  # the default, for the CLI's listing and the server alike
+    res = run_cli("list", "--json", models_dir=models)
+    assert res.returncode == 0, res.stderr
+    cli_rows = {m["name"]: m for m in json.loads(res.stdout)["models"]}
+    monkeypatch.setenv("RSITR_MODELS_DIR", str(models))
+    api_rows = {m["name"]: m for m in Engine(default_model=plain, root=cache).models()}
+    plain_name = json.loads((plain / "model.json").read_text())["name"]
+    assert api_rows.keys() == cli_rows.keys() == {plain_name, "rotated"}
+    for name, row in api_rows.items():
+        assert row == cli_rows[name]
+    assert api_rows["rotated"]["image_orientations"] == 4
+    assert api_rows[plain_name]["image_orientations"] == 1
+    text = run_cli("list", models_dir=models).stdout
+    assert "4 orientations" in text and text.count("orientations") == 1

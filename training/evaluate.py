@@ -51,13 +51,19 @@ def evaluate_checkpoint(
     ckpt: str | Path, data: str | Path, split: str = "test", image_root=None, max_images: int | None = None
 ) -> dict[str, float]:
     from training.checkpoints import load_checkpoint_model
-    from training.features import load_images, load_tokenizer, tokenize
-    from training.models.minilm import minilm_dir
 
     torch.set_num_threads(2)
     model, _ = load_checkpoint_model(ckpt)
+    return evaluate_model(model, *load_eval_set(data, split, image_root, max_images))
+
+
+@torch.no_grad()
+def evaluate_model(model, paths: list, caps: list[str], t2i) -> dict[str, float]:
+    """Retrieval metrics of a PyTorch model (eval mode) on images ``paths`` and captions ``caps`` (fp32 path)."""
+    from training.features import load_images, load_tokenizer, tokenize
+    from training.models.minilm import minilm_dir
+
     cfg = model.cfg
-    paths, caps, t2i = load_eval_set(data, split, image_root, max_images)
     img = torch.cat(
         [
             model.encode_image(

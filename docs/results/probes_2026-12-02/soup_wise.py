@@ -13,11 +13,8 @@ import torch
 
 sys.path.insert(0, ".")
 from training.config import TrainConfig
-from training.evaluate import load_eval_set
-from training.features import load_images, load_tokenizer, tokenize
-from training.metrics import retrieval_metrics
+from training.evaluate import evaluate_model, load_eval_set
 from training.models import build_model
-from training.models.minilm import minilm_dir
 from training.train import load_splits
 
 torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
@@ -59,22 +56,7 @@ for spec in sys.argv[3:]:
     model = build_model({**mc, "pretrained": False})
     model.load_state_dict(sd)
     model.eval()
-    cfgm = model.cfg
-    with torch.no_grad():
-        img = torch.cat(
-            [
-                model.encode_image(
-                    load_images(Path("/"), [str(p) for p in paths[i : i + 64]], cfgm.image_size, cfgm.mean, cfgm.std)
-                )
-                for i in range(0, len(paths), 64)
-            ]
-        )
-        tok = load_tokenizer(minilm_dir() / "tokenizer.json", cfgm.context_length)
-        txt = []
-        for i in range(0, len(caps), 256):
-            ids, mask = tokenize(tok, caps[i : i + 256])
-            txt.append(model.encode_text(ids, mask))
-    m = {k: round(float(v), 2) for k, v in retrieval_metrics(img.numpy(), torch.cat(txt).numpy(), t2i).items()}
+    m = {k: round(float(v), 2) for k, v in evaluate_model(model, paths, caps, t2i).items()}
     res[spec] = m
     print(split, spec, m, flush=True)
     Path(out).write_text(json.dumps(res, indent=1))

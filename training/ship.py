@@ -338,13 +338,15 @@ def ship(
     work_dir.mkdir(parents=True, exist_ok=True)
     fp32 = work_dir / "fp32"
     cached = work_dir / f"fp32_{split}.json"
-    prev = json.loads((fp32 / "model.json").read_text()) if cached.exists() and (fp32 / "model.json").exists() else {}
+    have = cached.exists() and (fp32 / "model.json").exists()
+    prev = json.loads((fp32 / "model.json").read_text()) if have else {}
+    measured = json.loads(cached.read_text()) if have else {}
     if (
-        prev
-        and json.loads(cached.read_text()).get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime
+        have
+        and measured.get("checkpoint_mtime") == Path(checkpoint).stat().st_mtime
         and (prev.get("version"), prev.get("image_orientations", 1)) == (version, orientations)
     ):
-        base = json.loads(cached.read_text())["metrics"]  # same checkpoint, already exported and measured
+        base = measured["metrics"]  # same checkpoint, already exported and measured
     else:
         if fp32.exists():
             shutil.rmtree(fp32)

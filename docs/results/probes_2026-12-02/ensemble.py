@@ -7,22 +7,16 @@ from PIL import Image
 
 sys.path.insert(0, ".")
 from training.bundle_runtime import BundleEncoder
-from training.config import resolve_path
-from training.data.readers import read_dataset
+from training.evaluate import load_eval_set
 from training.metrics import retrieval_metrics
 from training.ship import DATA
 
 bundles = sys.argv[1:]
-path = resolve_path(DATA)
-rows = read_dataset(path, ("test",))
-root = path.parent / "images"
-files = list(dict.fromkeys(r.filename for r in rows))
-pos = {f: i for i, f in enumerate(files)}
-t2i = np.array([pos[r.filename] for r in rows])
-ims = [np.asarray(Image.open(root / f).convert("RGB")) for f in files]
-uniq = list(dict.fromkeys(r.caption for r in rows))
+paths, caps, t2i = load_eval_set(DATA, "test")
+ims = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+uniq = list(dict.fromkeys(caps))  # each distinct caption embedded once
 upos = {t: i for i, t in enumerate(uniq)}
-sel = np.array([upos[r.caption] for r in rows])
+sel = np.array([upos[c] for c in caps])
 embs = []
 for b in bundles:
     enc = BundleEncoder(b, threads=2)
